@@ -1,0 +1,380 @@
+//! One Delta table of the lake: exactly-once appends with Kafka offsets, atomic partition
+//! replace, reads, history.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use deltalake::DeltaTable;
+use deltalake::arrow::datatypes::SchemaRef;
+use deltalake::arrow::record_batch::RecordBatch;
+use deltalake::datafusion::prelude::{col, lit};
+use deltalake::datafusion::scalar::ScalarValue;
+use deltalake::kernel::Transaction;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::protocol::SaveMode;
+use futures::TryStreamExt;
+use serde_json::Value;
+
+use crate::catalog::TableDef;
+use crate::error::{Error, Result};
+use crate::kafka::{Offset, OffsetRanges, PipelineId, TopicPartition};
+use crate::time::BusinessDate;
+
+/// A Delta table version.
+pub type Version = u64;
+
+/// Commit metadata key naming the writing pipeline.
+pub const META_PIPELINE: &str = "lakehouse.pipeline";
+/// Commit metadata key holding the per-partition offset ranges of an exactly-once append.
+pub const META_OFFSETS: &str = "lakehouse.offsets";
+/// Commit metadata key holding the replaced partition of a replace.
+pub const META_REPLACED: &str = "lakehouse.replaced";
+
+/// One commit of a table's history.
+#[derive(Clone, Debug)]
+pub struct Commit {
+    /// The version this commit created.
+    pub version: Version,
+    /// Commit time.
+    pub timestamp: Option<DateTime<Utc>>,
+    /// Delta operation (`WRITE`, `CREATE TABLE`, ...).
+    pub operation: String,
+    /// Offsets of an exactly-once append.
+    pub offsets: Option<OffsetRanges>,
+    /// Writing pipeline, if recorded.
+    pub pipeline: Option<String>,
+    /// Operation parameters and application metadata.
+    pub details: BTreeMap<String, Value>,
+}
+
+/// A lake table opened at some version.
+#[derive(Clone, Debug)]
+pub struct Table {
+    name: String,
+    def: Option<TableDef>,
+    inner: DeltaTable,
+}
+
+impl Table {
+    pub(crate) fn new(name: &str, def: Option<TableDef>, inner: DeltaTable) -> Self {
+        Table {
+            name: name.to_string(),
+            def,
+            inner,
+        }
+    }
+
+    /// The table's path under the lake root.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The catalog definition, if the table is one of the catalog's.
+    pub fn def(&self) -> Option<&TableDef> {
+        self.def.as_ref()
+    }
+
+    /// The loaded version.
+    pub fn version(&self) -> Option<Version> {
+        self.inner.version()
+    }
+
+    /// The underlying delta-rs table (for readers that need file lists or custom scans).
+    pub fn delta(&self) -> &DeltaTable {
+        &self.inner
+    }
+
+    fn err(&self, e: deltalake::DeltaTableError) -> Error {
+        Error::delta(&self.name, self.version().map(|v| v as i64), e)
+    }
+
+    /// Moves to the newest committed version.
+    pub async fn refresh(&mut self) -> Result<()> {
+        let r = self.inner.update_state().await;
+        r.map_err(|e| self.err(e))
+    }
+
+    /// The Arrow schema of the loaded version.
+    pub fn schema(&self) -> Result<SchemaRef> {
+        let snapshot = self.inner.snapshot().map_err(|e| self.err(e))?;
+        Ok(snapshot.snapshot().arrow_schema())
+    }
+
+    /// Partition columns of the loaded version.
+    pub fn partition_columns(&self) -> Result<Vec<String>> {
+        let snapshot = self.inner.snapshot().map_err(|e| self.err(e))?;
+        Ok(snapshot.metadata().partition_columns().to_vec())
+    }
+
+    /// Delta table properties of the loaded version.
+    pub fn properties(&self) -> Result<BTreeMap<String, String>> {
+        let snapshot = self.inner.snapshot().map_err(|e| self.err(e))?;
+        Ok(snapshot
+            .metadata()
+            .configuration()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    /// URIs of the Parquet files of the loaded version.
+    pub fn file_uris(&self) -> Result<Vec<String>> {
+        let uris = self.inner.get_file_uris().map_err(|e| self.err(e))?;
+        Ok(uris.collect())
+    }
+
+    /// The last offset `pipeline` committed for `tp` in the loaded version (the Delta `txn`
+    /// action with app id `<pipeline>-<topic>-<partition>`).
+    pub async fn committed_offset(
+        &self,
+        pipeline: &PipelineId,
+        tp: &TopicPartition,
+    ) -> Result<Option<Offset>> {
+        let snapshot = self.inner.snapshot().map_err(|e| self.err(e))?;
+        let v = snapshot
+            .transaction_version(self.inner.log_store().as_ref(), pipeline.app_id(tp))
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(v.map(Offset))
+    }
+
+    /// [`Table::committed_offset`] for several partitions; partitions never written are absent.
+    pub async fn committed_offsets(
+        &self,
+        pipeline: &PipelineId,
+        tps: impl IntoIterator<Item = TopicPartition>,
+    ) -> Result<BTreeMap<TopicPartition, Offset>> {
+        let mut out = BTreeMap::new();
+        for tp in tps {
+            if let Some(o) = self.committed_offset(pipeline, &tp).await? {
+                out.insert(tp, o);
+            }
+        }
+        Ok(out)
+    }
+
+    fn schema_for_write(&self) -> Result<SchemaRef> {
+        match &self.def {
+            Some(def) => Ok(def.schema.clone()),
+            None => self.schema(),
+        }
+    }
+
+    fn check_schema(&self, batches: &[RecordBatch]) -> Result<()> {
+        let expected = self.schema_for_write()?;
+        for batch in batches {
+            let got = batch.schema();
+            let same = got.fields().len() == expected.fields().len()
+                && got
+                    .fields()
+                    .iter()
+                    .zip(expected.fields())
+                    .all(|(g, e)| g.name() == e.name() && g.data_type() == e.data_type());
+            if !same {
+                return Err(Error::SchemaMismatch {
+                    table: self.name.clone(),
+                    detail: format!("expected columns {expected:?}, got {got:?}"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends `batches` and records `ranges` in the same commit: one Delta `txn` action per
+    /// partition (app id `<pipeline>-<topic>-<partition>`, version = last offset) and the ranges
+    /// in `commitInfo`. Ranges that start at or below an offset already committed are refused
+    /// with [`Error::OffsetsOutOfOrder`]; a concurrent writer with the same app id that commits
+    /// first makes this one fail with [`Error::CommitConflict`]. Either way nothing is written.
+    pub async fn append_exactly_once(
+        &mut self,
+        pipeline: &PipelineId,
+        batches: Vec<RecordBatch>,
+        ranges: &OffsetRanges,
+    ) -> Result<Version> {
+        self.check_schema(&batches)?;
+        let mut txns = Vec::with_capacity(ranges.len());
+        for (tp, range) in ranges.iter() {
+            let committed = self.committed_offset(pipeline, tp).await?;
+            if committed.is_some_and(|c| range.first <= c) || range.last < range.first {
+                return Err(Error::OffsetsOutOfOrder {
+                    table: self.name.clone(),
+                    partition: tp.clone(),
+                    first: range.first,
+                    committed,
+                });
+            }
+            txns.push(Transaction::new(pipeline.app_id(tp), range.last.0));
+        }
+        let props = CommitProperties::default()
+            .with_application_transactions(txns)
+            .with_metadata([
+                (META_PIPELINE.to_string(), Value::String(pipeline.0.clone())),
+                (META_OFFSETS.to_string(), ranges.to_json()),
+            ]);
+        self.write(batches, SaveMode::Append, None, props).await
+    }
+
+    /// Appends rows with optional commit metadata (system tables; no offsets).
+    pub async fn append(
+        &mut self,
+        batches: Vec<RecordBatch>,
+        metadata: HashMap<String, Value>,
+    ) -> Result<Version> {
+        self.check_schema(&batches)?;
+        let props = CommitProperties::default().with_metadata(metadata);
+        self.write(batches, SaveMode::Append, None, props).await
+    }
+
+    /// Replaces every row whose `column` equals `date` with `batches`, in one commit: a reader
+    /// sees the old rows or the new, never a mix. Every new row must carry that date.
+    pub async fn replace_partition(
+        &mut self,
+        column: &str,
+        date: BusinessDate,
+        batches: Vec<RecordBatch>,
+        metadata: HashMap<String, Value>,
+    ) -> Result<Version> {
+        self.replace_dates(column, &[date], batches, metadata).await
+    }
+
+    /// Replaces every row whose `column` is one of `dates` with `batches`, in one commit.
+    /// Every new row must carry one of those dates.
+    pub async fn replace_dates(
+        &mut self,
+        column: &str,
+        dates: &[BusinessDate],
+        batches: Vec<RecordBatch>,
+        mut metadata: HashMap<String, Value>,
+    ) -> Result<Version> {
+        self.check_schema(&batches)?;
+        let values: Vec<_> = dates
+            .iter()
+            .map(|d| lit(ScalarValue::Date32(Some(d.days_since_epoch()))))
+            .collect();
+        let predicate = col(column).in_list(values, false);
+        metadata.insert(
+            META_REPLACED.to_string(),
+            serde_json::json!({
+                "column": column,
+                "values": dates.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            }),
+        );
+        let props = CommitProperties::default().with_metadata(metadata);
+        self.write(batches, SaveMode::Overwrite, Some(predicate), props)
+            .await
+    }
+
+    /// Replaces the whole table's rows with `batches` in one commit.
+    pub async fn replace_all(
+        &mut self,
+        batches: Vec<RecordBatch>,
+        metadata: HashMap<String, Value>,
+    ) -> Result<Version> {
+        self.check_schema(&batches)?;
+        let props = CommitProperties::default().with_metadata(metadata);
+        self.write(batches, SaveMode::Overwrite, None, props).await
+    }
+
+    async fn write(
+        &mut self,
+        batches: Vec<RecordBatch>,
+        mode: SaveMode,
+        replace_where: Option<deltalake::datafusion::prelude::Expr>,
+        props: CommitProperties,
+    ) -> Result<Version> {
+        let partitions = self.partition_columns()?;
+        // a commit with offsets but no rows (e.g. every message of the range was filtered)
+        // still has to record the offsets: write one empty batch
+        let batches = if batches.iter().all(|b| b.num_rows() == 0) {
+            vec![RecordBatch::new_empty(self.schema_for_write()?)]
+        } else {
+            batches
+        };
+        let mut builder = self
+            .inner
+            .clone()
+            .write(batches)
+            .with_save_mode(mode)
+            .with_commit_properties(props);
+        if !partitions.is_empty() {
+            builder = builder.with_partition_columns(partitions);
+        }
+        if let Some(p) = replace_where {
+            builder = builder.with_replace_where(p);
+        }
+        let table = builder.await.map_err(|e| self.err(e))?;
+        self.inner = table;
+        self.version().ok_or_else(|| Error::Delta {
+            table: self.name.clone(),
+            source: deltalake::DeltaTableError::NotInitialized,
+        })
+    }
+
+    /// Reads every row of the loaded version.
+    pub async fn read_all(&self) -> Result<Vec<RecordBatch>> {
+        let (_, stream) = self
+            .inner
+            .clone()
+            .scan_table()
+            .await
+            .map_err(|e| self.err(e))?;
+        stream
+            .try_collect()
+            .await
+            .map_err(|e| self.err(deltalake::DeltaTableError::from(e)))
+    }
+
+    /// Number of rows in the loaded version (from file statistics where present, else a scan).
+    pub async fn count_rows(&self) -> Result<usize> {
+        Ok(self
+            .read_all()
+            .await?
+            .iter()
+            .map(RecordBatch::num_rows)
+            .sum())
+    }
+
+    /// The newest `limit` commits (all when `None`), newest first.
+    pub async fn history(&self, limit: Option<usize>) -> Result<Vec<Commit>> {
+        let latest = self.version().unwrap_or_default();
+        let infos: Vec<_> = self
+            .inner
+            .history(limit)
+            .try_collect()
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(infos
+            .into_iter()
+            .enumerate()
+            .map(|(i, info)| {
+                let mut details: BTreeMap<String, Value> = info
+                    .operation_parameters
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect();
+                let offsets = info
+                    .info
+                    .get(META_OFFSETS)
+                    .and_then(OffsetRanges::from_json);
+                let pipeline = info
+                    .info
+                    .get(META_PIPELINE)
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                for (k, v) in info.info {
+                    if k != META_OFFSETS && k != META_PIPELINE && k.starts_with("lakehouse.") {
+                        details.insert(k, v);
+                    }
+                }
+                Commit {
+                    version: latest.saturating_sub(i as u64),
+                    timestamp: info.timestamp.and_then(DateTime::from_timestamp_millis),
+                    operation: info.operation.unwrap_or_default(),
+                    offsets,
+                    pipeline,
+                    details,
+                }
+            })
+            .collect())
+    }
+}

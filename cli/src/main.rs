@@ -1,0 +1,373 @@
+//! `lakehouse`: one binary, one subcommand per role.
+
+mod config;
+mod refdata;
+mod table;
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{Config, LogFormat, Overrides};
+
+/// A batch-plus-streaming lakehouse for trading data: Kafka -> L1 Delta -> speed and batch
+/// views -> gRPC.
+#[derive(Parser, Debug)]
+#[command(name = "lakehouse", version)]
+struct Cli {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every subcommand takes.
+#[derive(Args, Debug, Clone, Default)]
+struct Common {
+    /// Configuration file (TOML); see config/lakehouse.example.toml.
+    #[arg(long, value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+}
+
+/// The lake root, where a command reads or writes tables.
+#[derive(Args, Debug, Clone, Default)]
+struct LakeArg {
+    /// Lake root URL or path (overrides lake.root), e.g. ./lake, file:///data/lake, s3://bucket/lake.
+    #[arg(long, value_name = "URL")]
+    lake: Option<String>,
+}
+
+/// Kafka bootstrap servers.
+#[derive(Args, Debug, Clone, Default)]
+struct BrokersArg {
+    /// Kafka bootstrap servers (overrides kafka.brokers).
+    #[arg(long, value_name = "HOST:PORT[,..]")]
+    brokers: Option<String>,
+}
+
+/// What a process that serves gRPC needs: the lake, the brokers and where to listen.
+#[derive(Args, Debug, Clone)]
+struct ServerArgs {
+    #[command(flatten)]
+    lake: LakeArg,
+    #[command(flatten)]
+    brokers: BrokersArg,
+    /// gRPC listen address.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:50051")]
+    listen: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run every role together on one machine (ingest, speed, batch scheduler, serving).
+    Up {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Also run the market simulator so data flows at once.
+        #[arg(long)]
+        simulate: bool,
+    },
+    /// Ingest Kafka topics into the L1 Delta tables, exactly once.
+    Ingest {
+        #[command(flatten)]
+        lake: LakeArg,
+        #[command(flatten)]
+        brokers: BrokersArg,
+    },
+    /// Run the speed layer: event-time windows and intraday views.
+    Speed {
+        #[command(flatten)]
+        lake: LakeArg,
+        #[command(flatten)]
+        brokers: BrokersArg,
+    },
+    /// Batch jobs L1 -> L2 -> L3 per business date.
+    Batch {
+        #[command(subcommand)]
+        command: BatchCommand,
+    },
+    /// Serve the gRPC API (batch view merged with the speed view).
+    Serve {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Run the seeded market simulator, producing to Kafka.
+    Simulate {
+        #[command(flatten)]
+        brokers: BrokersArg,
+        /// Random seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Ground-truth Parquet file to write.
+        #[arg(long, value_name = "PATH")]
+        truth: Option<PathBuf>,
+        /// Directory for the reference-data CSVs.
+        #[arg(long, value_name = "DIR")]
+        refdata: Option<PathBuf>,
+    },
+    /// Query the gRPC server.
+    Query {
+        /// Server URL.
+        #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:50051")]
+        server: String,
+        /// Bearer token.
+        #[arg(long, value_name = "T")]
+        token: Option<String>,
+        /// What to query (positions, bars, exposure, large-trades, report, status) and its options.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Reference data.
+    Refdata {
+        #[command(subcommand)]
+        command: RefdataCommand,
+    },
+    /// Inspect and maintain lake tables.
+    Table {
+        #[command(subcommand)]
+        command: TableCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BatchCommand {
+    /// Run the job chain for one date or a range of dates.
+    Run {
+        #[command(flatten)]
+        lake: LakeArg,
+        /// Business date YYYY-MM-DD.
+        #[arg(long, conflicts_with_all = ["from", "to"], required_unless_present = "from")]
+        date: Option<String>,
+        /// First date of a backfill.
+        #[arg(long, requires = "to")]
+        from: Option<String>,
+        /// Last date of a backfill (inclusive).
+        #[arg(long, requires = "from")]
+        to: Option<String>,
+    },
+    /// Run the job chain on the configured cron schedule.
+    Schedule {
+        #[command(flatten)]
+        lake: LakeArg,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum RefdataCommand {
+    /// Load instruments, accounts and FX rates from CSV files into the reference tables.
+    Load {
+        #[command(flatten)]
+        lake: LakeArg,
+        /// instruments.csv (symbol, isin, asset_class, currency, tick_size, lot_size).
+        #[arg(long, value_name = "F")]
+        instruments: Option<PathBuf>,
+        /// accounts.csv (account, desk, legal_entity).
+        #[arg(long, value_name = "F")]
+        accounts: Option<PathBuf>,
+        /// fx_rates.csv (date, currency, rate_to_reporting).
+        #[arg(long, value_name = "F")]
+        fx: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TableCommand {
+    /// List the catalog's tables with their version and file count (creates none).
+    List {
+        #[command(flatten)]
+        lake: LakeArg,
+    },
+    /// Show a table's commits, newest first, with the Kafka offsets each append covered.
+    History {
+        #[command(flatten)]
+        lake: LakeArg,
+        /// Table path, e.g. l1/executions.
+        table: String,
+        /// Show at most this many commits.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Show a table's schema, partitioning, properties and files, at the newest version or
+    /// (time travel) at a version or timestamp.
+    Describe {
+        #[command(flatten)]
+        lake: LakeArg,
+        /// Table path, e.g. l3/positions.
+        table: String,
+        /// Describe this version.
+        #[arg(long, conflicts_with = "as_of")]
+        version: Option<u64>,
+        /// Describe the version current at this RFC 3339 time.
+        #[arg(long, value_name = "TIMESTAMP")]
+        as_of: Option<String>,
+    },
+    /// Compact small files (keeps time travel).
+    Optimize {
+        #[command(flatten)]
+        lake: LakeArg,
+        /// Table path.
+        table: String,
+    },
+    /// Remove files no longer referenced beyond the retention.
+    Vacuum {
+        #[command(flatten)]
+        lake: LakeArg,
+        /// Table path.
+        table: String,
+    },
+}
+
+fn init_logging(cfg: &Config) {
+    // log.level applies to lakehouse's own crates; dependencies log warnings only.
+    // RUST_LOG, when set, replaces both.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        let level = &cfg.log.level;
+        let ours = [
+            "lakehouse",
+            "lakehouse_lake",
+            "lakehouse_ingest",
+            "lakehouse_speed",
+            "lakehouse_batch",
+            "lakehouse_serving",
+        ];
+        let directives: Vec<String> = std::iter::once("warn".to_string())
+            .chain(ours.iter().map(|c| format!("{c}={level}")))
+            .collect();
+        EnvFilter::new(directives.join(","))
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match cfg.log.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+fn not_yet(what: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "`lakehouse {what}` is not available in this build yet: the lake foundation is in place, \
+         this role is built by its own issue"
+    )
+}
+
+fn load(common: &Common, lake: Option<&LakeArg>, brokers: Option<&BrokersArg>) -> Result<Config> {
+    let overrides = Overrides {
+        lake_root: lake.and_then(|l| l.lake.clone()),
+        brokers: brokers.and_then(|b| b.brokers.clone()),
+    };
+    let cfg = config::load(common.config.as_deref(), &overrides)?;
+    init_logging(&cfg);
+    Ok(cfg)
+}
+
+async fn run(cli: Cli, common: Common) -> Result<String> {
+    match cli.command {
+        Command::Up { server, .. } => {
+            load(&common, Some(&server.lake), Some(&server.brokers))?;
+            Err(not_yet("up"))
+        }
+        Command::Ingest { lake, brokers } => {
+            load(&common, Some(&lake), Some(&brokers))?;
+            Err(not_yet("ingest"))
+        }
+        Command::Speed { lake, brokers } => {
+            load(&common, Some(&lake), Some(&brokers))?;
+            Err(not_yet("speed"))
+        }
+        Command::Batch { command } => {
+            match command {
+                BatchCommand::Run { lake, .. } | BatchCommand::Schedule { lake } => {
+                    load(&common, Some(&lake), None)?
+                }
+            };
+            Err(not_yet("batch"))
+        }
+        Command::Serve { server } => {
+            load(&common, Some(&server.lake), Some(&server.brokers))?;
+            Err(not_yet("serve"))
+        }
+        Command::Simulate { brokers, .. } => {
+            load(&common, None, Some(&brokers))?;
+            Err(not_yet("simulate"))
+        }
+        Command::Query { .. } => {
+            load(&common, None, None)?;
+            Err(not_yet("query"))
+        }
+        Command::Refdata {
+            command:
+                RefdataCommand::Load {
+                    lake,
+                    instruments,
+                    accounts,
+                    fx,
+                },
+        } => {
+            let cfg = load(&common, Some(&lake), None)?;
+            refdata::load(&cfg, instruments, accounts, fx).await
+        }
+        Command::Table { command } => match command {
+            TableCommand::List { lake } => {
+                let cfg = load(&common, Some(&lake), None)?;
+                table::list(&cfg).await
+            }
+            TableCommand::History { lake, table, limit } => {
+                let cfg = load(&common, Some(&lake), None)?;
+                table::history(&cfg, &table, limit).await
+            }
+            TableCommand::Describe {
+                lake,
+                table,
+                version,
+                as_of,
+            } => {
+                let cfg = load(&common, Some(&lake), None)?;
+                table::describe(&cfg, &table, version, as_of.as_deref()).await
+            }
+            TableCommand::Optimize { lake, .. } | TableCommand::Vacuum { lake, .. } => {
+                load(&common, Some(&lake), None)?;
+                Err(not_yet("table optimize|vacuum"))
+            }
+        },
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let common = cli.common.clone();
+    match runtime.block_on(run(cli, common)) {
+        Ok(text) => {
+            // a closed pipe (`lakehouse table list | head`) is not an error
+            let mut stdout = std::io::stdout().lock();
+            match stdout
+                .write_all(text.as_bytes())
+                .and_then(|()| stdout.flush())
+            {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    eprintln!("error: cannot write output: {e}");
+                    ExitCode::FAILURE
+                }
+                _ => ExitCode::SUCCESS,
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

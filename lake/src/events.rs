@@ -388,7 +388,7 @@ pub fn decimal_column(batch: &RecordBatch, name: &str) -> Result<Vec<Option<Deci
         .column_by_name(name)
         .and_then(|c| c.as_any().downcast_ref::<Decimal128Array>())
         .ok_or_else(|| Error::SchemaMismatch {
-            table: String::new(),
+            table: "<record batch>".to_string(),
             detail: format!("no Decimal128 column {name:?}"),
         })?;
     Ok(col.iter().map(|v| v.map(Decimal::from_raw)).collect())

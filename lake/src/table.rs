@@ -164,17 +164,34 @@ impl Table {
         let expected = self.schema_for_write()?;
         for batch in batches {
             let got = batch.schema();
-            let same = got.fields().len() == expected.fields().len()
-                && got
-                    .fields()
-                    .iter()
-                    .zip(expected.fields())
-                    .all(|(g, e)| g.name() == e.name() && g.data_type() == e.data_type());
-            if !same {
-                return Err(Error::SchemaMismatch {
-                    table: self.name.clone(),
-                    detail: format!("expected columns {expected:?}, got {got:?}"),
-                });
+            let mismatch = |detail: String| Error::SchemaMismatch {
+                table: self.name.clone(),
+                detail,
+            };
+            for (i, e) in expected.fields().iter().enumerate() {
+                match got.fields().get(i) {
+                    None => {
+                        return Err(mismatch(format!(
+                            "column {i} `{}` ({}) is missing",
+                            e.name(),
+                            e.data_type()
+                        )));
+                    }
+                    Some(g) if g.name() != e.name() || g.data_type() != e.data_type() => {
+                        return Err(mismatch(format!(
+                            "column {i} should be `{}` ({}), got `{}` ({})",
+                            e.name(),
+                            e.data_type(),
+                            g.name(),
+                            g.data_type()
+                        )));
+                    }
+                    Some(_) => {}
+                }
+            }
+            if got.fields().len() > expected.fields().len() {
+                let extra = &got.fields()[expected.fields().len()];
+                return Err(mismatch(format!("unexpected column `{}`", extra.name())));
             }
         }
         Ok(())
@@ -324,7 +341,7 @@ impl Table {
             .map_err(|e| self.err(deltalake::DeltaTableError::from(e)))
     }
 
-    /// Number of rows in the loaded version (from file statistics where present, else a scan).
+    /// Number of rows in the loaded version (reads every row; meant for checks and tools).
     pub async fn count_rows(&self) -> Result<usize> {
         Ok(self
             .read_all()

@@ -194,6 +194,11 @@ pub(crate) async fn round_trip(lake: Lake, reopen: impl AsyncFn() -> Lake) {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::SchemaMismatch { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("column 3 `trader` (Utf8) is missing"),
+        "{err}"
+    );
 
     // every catalog table can be created, and listing sees them
     lake2.ensure_catalog().await.unwrap();

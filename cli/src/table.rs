@@ -58,9 +58,11 @@ pub(crate) async fn history(cfg: &Config, name: &str, limit: usize) -> Result<St
                 .map(|(tp, r)| format!("{tp}:{}..={}", r.first, r.last))
                 .collect::<Vec<_>>()
                 .join(" "),
+            // the schema and protocol of a CREATE are what `table describe` shows
             None => c
                 .details
                 .iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "metadata" | "protocol"))
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect::<Vec<_>>()
                 .join(" "),

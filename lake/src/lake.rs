@@ -5,7 +5,7 @@ use deltalake::kernel::StructType;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::logstore::ObjectStoreRef;
 use deltalake::protocol::SaveMode;
-use deltalake::{DeltaTable, DeltaTableBuilder};
+use deltalake::{DeltaTable, DeltaTableBuilder, DeltaVersion};
 use url::Url;
 
 use crate::catalog::{self, Layer, TableDef};
@@ -96,36 +96,34 @@ impl Lake {
 
     /// Opens the newest version of a table.
     pub async fn table(&self, name: &str) -> Result<Table> {
-        if !self.exists(name).await? {
-            return Err(self.not_found(name));
-        }
-        let mut t = self.unloaded(name)?;
-        t.load().await.map_err(|e| Error::delta(name, None, e))?;
-        Ok(Table::new(name, catalog::table(name), t))
+        self.open_as_of(name, DeltaVersion::Newest).await
     }
 
     /// Time travel: a table as of `version`.
     pub async fn table_at_version(&self, name: &str, version: Version) -> Result<Table> {
-        if !self.exists(name).await? {
-            return Err(self.not_found(name));
-        }
-        let mut t = self.unloaded(name)?;
-        t.load_version(version)
-            .await
-            .map_err(|e| Error::delta(name, None, e))?;
-        Ok(Table::new(name, catalog::table(name), t))
+        self.open_as_of(name, DeltaVersion::Version(version)).await
     }
 
     /// Time travel: a table as of the newest commit at or before `at`.
     pub async fn table_at_timestamp(&self, name: &str, at: DateTime<Utc>) -> Result<Table> {
+        self.open_as_of(name, DeltaVersion::Timestamp(at)).await
+    }
+
+    async fn open_as_of(&self, name: &str, as_of: DeltaVersion) -> Result<Table> {
         if !self.exists(name).await? {
             return Err(self.not_found(name));
         }
-        let mut t = self.unloaded(name)?;
-        t.load_with_datetime(at)
+        let builder = self.builder(name)?;
+        let builder = match as_of {
+            DeltaVersion::Newest => builder,
+            DeltaVersion::Version(v) => builder.with_version(v),
+            DeltaVersion::Timestamp(at) => builder.with_timestamp(at),
+        };
+        let table = builder
+            .load()
             .await
             .map_err(|e| Error::delta(name, None, e))?;
-        Ok(Table::new(name, catalog::table(name), t))
+        Ok(Table::new(name, catalog::table(name), table))
     }
 
     /// Opens a catalog table, creating it with its schema, partitioning and properties if it

@@ -265,8 +265,8 @@ fn load(common: &Common, lake: Option<&LakeArg>, brokers: Option<&BrokersArg>) -
     Ok(cfg)
 }
 
-async fn run(cli: Cli, common: Common) -> Result<String> {
-    match cli.command {
+async fn run(Cli { common, command }: Cli) -> Result<String> {
+    match command {
         Command::Up { server, .. } => {
             load(&common, Some(&server.lake), Some(&server.brokers))?;
             Err(not_yet("up"))
@@ -349,8 +349,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let common = cli.common.clone();
-    match runtime.block_on(run(cli, common)) {
+    match runtime.block_on(run(cli)) {
         Ok(text) => {
             // a closed pipe (`lakehouse table list | head`) is not an error
             let mut stdout = std::io::stdout().lock();

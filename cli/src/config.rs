@@ -56,7 +56,7 @@ impl Default for CalendarConfig {
 }
 
 impl CalendarConfig {
-    #[allow(dead_code)] // used by the batch and speed roles
+    /// The business calendar; an unknown time zone or a bad cut-off is an error.
     pub(crate) fn calendar(&self) -> Result<BusinessCalendar> {
         Ok(BusinessCalendar::new(&self.time_zone, &self.cut_off)?)
     }
@@ -123,9 +123,15 @@ fn load_with_env(file: Option<&Path>, overrides: &Overrides, env: Env) -> Result
         fig = fig.merge(Serialized::default("kafka.brokers", brokers));
     }
     let source = file.map_or_else(|| PathBuf::from("<defaults>"), Path::to_path_buf);
-    fig.extract::<Config>()
+    let cfg = fig
+        .extract::<Config>()
         .map_err(|e| anyhow::anyhow!(describe(e)))
-        .with_context(|| format!("invalid configuration ({})", source.display()))
+        .with_context(|| format!("invalid configuration ({})", source.display()))?;
+    // checked here, once, so a typo in the calendar fails every command at start-up
+    cfg.calendar
+        .calendar()
+        .with_context(|| format!("invalid configuration ({}): [calendar]", source.display()))?;
+    Ok(cfg)
 }
 
 /// Figment's errors as one readable line each: the problem, the key, and where it came from.
@@ -211,6 +217,18 @@ mod tests {
             assert_eq!(cfg.kafka.brokers, "flag:3");
             Ok(())
         });
+    }
+
+    #[test]
+    fn bad_calendar_is_an_error_naming_the_section() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "[calendar]\ntime-zone = \"Europe/Londres\"").unwrap();
+        let err = load_with_env(Some(f.path()), &Overrides::default(), no_env()).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("[calendar]") && text.contains("Europe/Londres"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -45,6 +45,53 @@ fn source(path: &Path) -> HashMap<String, Value> {
     )])
 }
 
+/// Parses the file when one was given, keeping its path for the commit metadata.
+fn parse_opt<T>(
+    path: Option<PathBuf>,
+    parse: fn(&Path) -> Result<Vec<T>>,
+) -> Result<Option<(PathBuf, Vec<T>)>> {
+    path.map(|p| parse(&p).map(|rows| (p, rows))).transpose()
+}
+
+fn parse_instruments(p: &Path) -> Result<Vec<Instrument>> {
+    let rows: Vec<Instrument> = read_csv(p)?;
+    unique(p, "symbol", rows.iter().map(|r| r.symbol.clone()))?;
+    for r in &rows {
+        ensure!(
+            r.tick_size.is_positive() && r.lot_size.is_positive(),
+            "{}: {} needs a positive tick_size and lot_size",
+            p.display(),
+            r.symbol
+        );
+    }
+    Ok(rows)
+}
+
+fn parse_accounts(p: &Path) -> Result<Vec<Account>> {
+    let rows: Vec<Account> = read_csv(p)?;
+    unique(p, "account", rows.iter().map(|r| r.account.clone()))?;
+    Ok(rows)
+}
+
+fn parse_fx(p: &Path) -> Result<Vec<FxRate>> {
+    let rows: Vec<FxRate> = read_csv(p)?;
+    unique(
+        p,
+        "(date, currency)",
+        rows.iter().map(|r| format!("({}, {})", r.date, r.currency)),
+    )?;
+    for r in &rows {
+        ensure!(
+            r.rate_to_reporting.is_positive(),
+            "{}: rate for {} on {} must be positive",
+            p.display(),
+            r.currency,
+            r.date
+        );
+    }
+    Ok(rows)
+}
+
 async fn table(lake: &Lake, name: &str) -> Result<lakehouse_lake::Table> {
     let def = catalog::table(name).context("table missing from the catalog")?;
     Ok(lake.create_table(&def).await?)
@@ -62,51 +109,9 @@ pub(crate) async fn load(
         "nothing to load: give --instruments, --accounts and/or --fx"
     );
     // parse and validate everything before writing anything
-    let instruments = match instruments {
-        Some(p) => {
-            let rows: Vec<Instrument> = read_csv(&p)?;
-            unique(&p, "symbol", rows.iter().map(|r| r.symbol.clone()))?;
-            for r in &rows {
-                ensure!(
-                    r.tick_size.is_positive() && r.lot_size.is_positive(),
-                    "{}: {} needs a positive tick_size and lot_size",
-                    p.display(),
-                    r.symbol
-                );
-            }
-            Some((p, rows))
-        }
-        None => None,
-    };
-    let accounts = match accounts {
-        Some(p) => {
-            let rows: Vec<Account> = read_csv(&p)?;
-            unique(&p, "account", rows.iter().map(|r| r.account.clone()))?;
-            Some((p, rows))
-        }
-        None => None,
-    };
-    let fx = match fx {
-        Some(p) => {
-            let rows: Vec<FxRate> = read_csv(&p)?;
-            unique(
-                &p,
-                "(date, currency)",
-                rows.iter().map(|r| format!("({}, {})", r.date, r.currency)),
-            )?;
-            for r in &rows {
-                ensure!(
-                    r.rate_to_reporting.is_positive(),
-                    "{}: rate for {} on {} must be positive",
-                    p.display(),
-                    r.currency,
-                    r.date
-                );
-            }
-            Some((p, rows))
-        }
-        None => None,
-    };
+    let instruments = parse_opt(instruments, parse_instruments)?;
+    let accounts = parse_opt(accounts, parse_accounts)?;
+    let fx = parse_opt(fx, parse_fx)?;
 
     let lake = crate::table::open(cfg).await?;
     if let Some((p, rows)) = instruments {

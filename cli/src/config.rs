@@ -23,6 +23,8 @@ pub(crate) struct Config {
     pub(crate) calendar: CalendarConfig,
     #[serde(default)]
     pub(crate) log: LogConfig,
+    #[serde(default)]
+    pub(crate) ingest: lakehouse_ingest::IngestConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -127,10 +129,13 @@ fn load_with_env(file: Option<&Path>, overrides: &Overrides, env: Env) -> Result
         .extract::<Config>()
         .map_err(|e| anyhow::anyhow!(describe(e)))
         .with_context(|| format!("invalid configuration ({})", source.display()))?;
-    // checked here, once, so a typo in the calendar fails every command at start-up
+    // checked here, once, so a typo fails every command at start-up
     cfg.calendar
         .calendar()
         .with_context(|| format!("invalid configuration ({}): [calendar]", source.display()))?;
+    cfg.ingest
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid configuration ({}): {e}", source.display()))?;
     Ok(cfg)
 }
 

@@ -1,6 +1,7 @@
 //! `lakehouse`: one binary, one subcommand per role.
 
 mod config;
+mod ingest;
 mod refdata;
 mod table;
 
@@ -72,11 +73,17 @@ enum Command {
         simulate: bool,
     },
     /// Ingest Kafka topics into the L1 Delta tables, exactly once.
+    ///
+    /// Joins the consumer group of `[ingest] group-id`; several processes split the
+    /// partitions. Every partition resumes from the offsets committed in its table. Bad
+    /// messages go to l1/dead_letters. Runs until SIGINT/SIGTERM, then commits what it holds.
     Ingest {
         #[command(flatten)]
         lake: LakeArg,
         #[command(flatten)]
         brokers: BrokersArg,
+        #[command(flatten)]
+        ingest: ingest::IngestArgs,
     },
     /// Run the speed layer: event-time windows and intraday views.
     Speed {
@@ -271,9 +278,13 @@ async fn run(Cli { common, command }: Cli) -> Result<String> {
             load(&common, Some(&server.lake), Some(&server.brokers))?;
             Err(not_yet("up"))
         }
-        Command::Ingest { lake, brokers } => {
-            load(&common, Some(&lake), Some(&brokers))?;
-            Err(not_yet("ingest"))
+        Command::Ingest {
+            lake,
+            brokers,
+            ingest,
+        } => {
+            let cfg = load(&common, Some(&lake), Some(&brokers))?;
+            ingest::run(cfg, ingest).await
         }
         Command::Speed { lake, brokers } => {
             load(&common, Some(&lake), Some(&brokers))?;

@@ -1,8 +1,10 @@
-//! JSON decoders for the three topics (DESIGN section 9), with validation.
+//! Decoders for the three topics, JSON (DESIGN section 9) and Protobuf (`proto/lakehouse/v1/
+//! events.proto`), with one validation.
 //!
-//! Prices and quantities are parsed from their literal JSON text (a number or a string) into
-//! exact [`Decimal`]s, never through `f64`. `ts` is RFC 3339 text or integer epoch
-//! milliseconds. Every rejection carries an [`ErrorClass`] for the dead-letter table.
+//! Prices and quantities are parsed from their literal text (a JSON number or string, a
+//! Protobuf string) into exact [`Decimal`]s, never through `f64`. JSON `ts` is RFC 3339 text or
+//! integer epoch milliseconds. Every rejection carries an [`ErrorClass`] for the dead-letter
+//! table.
 
 use std::fmt;
 
@@ -13,8 +15,20 @@ use lakehouse_lake::{Decimal, EventTime};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+/// How a topic's messages are encoded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// JSON (DESIGN section 9; for `market-trades` also the Finnhub shape).
+    #[default]
+    Json,
+    /// One `lakehouse.v1` Protobuf message per Kafka message.
+    Protobuf,
+}
+
 /// Which topic's shape a payload has.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum EventKind {
     /// `market-trades`: one print, or the Finnhub shape with many.
     MarketTrades,
@@ -42,7 +56,9 @@ pub enum ErrorClass {
     Oversize,
     /// Not valid UTF-8 JSON.
     Json,
-    /// Valid JSON, but a required field is missing or has the wrong type.
+    /// Not a valid Protobuf message.
+    Protobuf,
+    /// Valid JSON or Protobuf, but a required field is missing or has the wrong type.
     Schema,
     /// A field has an invalid value (enum, sign, decimal places, timestamp).
     Invalid,
@@ -54,6 +70,7 @@ impl ErrorClass {
         match self {
             ErrorClass::Oversize => "oversize",
             ErrorClass::Json => "json",
+            ErrorClass::Protobuf => "protobuf",
             ErrorClass::Schema => "schema",
             ErrorClass::Invalid => "invalid",
         }
@@ -99,8 +116,18 @@ impl Default for DecodeConfig {
     }
 }
 
-/// Decodes one message of `kind`.
+/// Decodes one JSON message of `kind`.
 pub fn decode(kind: EventKind, payload: &[u8], cfg: &DecodeConfig) -> Result<Decoded, DecodeError> {
+    decode_as(Format::Json, kind, payload, cfg)
+}
+
+/// Decodes one message of `kind` encoded as `format`.
+pub fn decode_as(
+    format: Format,
+    kind: EventKind,
+    payload: &[u8],
+    cfg: &DecodeConfig,
+) -> Result<Decoded, DecodeError> {
     if payload.len() > cfg.max_message_bytes {
         return Err(DecodeError {
             class: ErrorClass::Oversize,
@@ -110,6 +137,9 @@ pub fn decode(kind: EventKind, payload: &[u8], cfg: &DecodeConfig) -> Result<Dec
                 cfg.max_message_bytes
             ),
         });
+    }
+    if format == Format::Protobuf {
+        return proto::decode(kind, payload);
     }
     let text = std::str::from_utf8(payload).map_err(|e| DecodeError {
         class: ErrorClass::Json,
@@ -315,6 +345,15 @@ fn decode_order(text: &str) -> Result<Order, DecodeError> {
     })
 }
 
+fn currency(code: String) -> Result<String, DecodeError> {
+    if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(invalid(format!(
+            "`currency` must be an ISO 4217 code, got {code:?}"
+        )));
+    }
+    Ok(code)
+}
+
 #[derive(Deserialize)]
 struct ExecutionJson<'a> {
     exec_id: Option<String>,
@@ -342,12 +381,7 @@ fn decode_execution(text: &str) -> Result<Execution, DecodeError> {
         Lifecycle::New => j.ref_exec_id.filter(|r| !r.is_empty()),
         Lifecycle::Amend | Lifecycle::Cancel => Some(required_text("ref_exec_id", j.ref_exec_id)?),
     };
-    let currency = required_text("currency", j.currency)?;
-    if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
-        return Err(invalid(format!(
-            "`currency` must be an ISO 4217 code, got {currency:?}"
-        )));
-    }
+    let currency = currency(required_text("currency", j.currency)?)?;
     Ok(Execution {
         exec_id: required_text("exec_id", j.exec_id)?,
         order_id: required_text("order_id", j.order_id)?,
@@ -363,6 +397,166 @@ fn decode_execution(text: &str) -> Result<Execution, DecodeError> {
         lifecycle,
         ref_exec_id,
     })
+}
+
+/// The Protobuf decoders: the same validation as JSON, over `lakehouse.v1` messages.
+mod proto {
+    use lakehouse_proto::prost::Message;
+    use lakehouse_proto::prost_types::Timestamp;
+    use lakehouse_proto::v1;
+
+    use super::*;
+
+    pub(super) fn decode(kind: EventKind, payload: &[u8]) -> Result<Decoded, DecodeError> {
+        let bad = |e: lakehouse_proto::prost::DecodeError| DecodeError {
+            class: ErrorClass::Protobuf,
+            message: format!("not a valid Protobuf message: {e}"),
+        };
+        match kind {
+            EventKind::MarketTrades => trade(v1::MarketTrade::decode(payload).map_err(bad)?)
+                .map(|t| Decoded::Trades(vec![t])),
+            EventKind::Orders => {
+                order(v1::Order::decode(payload).map_err(bad)?).map(Decoded::Order)
+            }
+            EventKind::Executions => {
+                execution(v1::Execution::decode(payload).map_err(bad)?).map(Decoded::Execution)
+            }
+        }
+    }
+
+    fn text(field: &str, v: String) -> Result<String, DecodeError> {
+        required_text(field, (!v.is_empty()).then_some(v))
+    }
+
+    fn optional(v: String) -> Option<String> {
+        (!v.is_empty()).then_some(v)
+    }
+
+    fn positive_text(field: &str, v: &str) -> Result<Decimal, DecodeError> {
+        if v.is_empty() {
+            return Err(schema(format!("missing field `{field}`")));
+        }
+        let d: Decimal = v.parse().map_err(|e| invalid(format!("`{field}`: {e}")))?;
+        if !d.is_positive() {
+            return Err(invalid(format!("`{field}` must be positive, got {d}")));
+        }
+        Ok(d)
+    }
+
+    fn time(field: &str, ts: Option<Timestamp>) -> Result<EventTime, DecodeError> {
+        let ts = ts.ok_or_else(|| schema(format!("missing field `{field}`")))?;
+        if !(0..1_000_000_000).contains(&ts.nanos) {
+            return Err(invalid(format!(
+                "`{field}`: nanos {} out of range",
+                ts.nanos
+            )));
+        }
+        ts.seconds
+            .checked_mul(1_000_000)
+            .and_then(|us| us.checked_add(i64::from(ts.nanos / 1000)))
+            .map(EventTime::from_micros)
+            .ok_or_else(|| invalid(format!("`{field}`: seconds {} out of range", ts.seconds)))
+    }
+
+    fn enumerated<T>(
+        field: &str,
+        raw: i32,
+        map: impl Fn(i32) -> Option<T>,
+    ) -> Result<T, DecodeError> {
+        match raw {
+            0 => Err(schema(format!("missing field `{field}`"))),
+            n => map(n).ok_or_else(|| invalid(format!("`{field}`: unknown value {n}"))),
+        }
+    }
+
+    fn side(raw: i32) -> Result<Side, DecodeError> {
+        enumerated("side", raw, |n| match v1::Side::try_from(n).ok()? {
+            v1::Side::Buy => Some(Side::Buy),
+            v1::Side::Sell => Some(Side::Sell),
+            v1::Side::Unspecified => None,
+        })
+    }
+
+    fn trade(m: v1::MarketTrade) -> Result<MarketTrade, DecodeError> {
+        Ok(MarketTrade {
+            trade_id: optional(m.trade_id),
+            symbol: text("symbol", m.symbol)?,
+            venue: optional(m.venue),
+            price: positive_text("price", &m.price)?,
+            volume: positive_text("volume", &m.volume)?,
+            ts: time("ts", m.ts)?,
+            conditions: m.conditions,
+        })
+    }
+
+    fn order(m: v1::Order) -> Result<Order, DecodeError> {
+        let order_type = enumerated(
+            "order_type",
+            m.order_type,
+            |n| match v1::OrderType::try_from(n).ok()? {
+                v1::OrderType::Limit => Some(OrderType::Limit),
+                v1::OrderType::Market => Some(OrderType::Market),
+                v1::OrderType::Unspecified => None,
+            },
+        )?;
+        let price = match order_type {
+            OrderType::Limit => Some(positive_text("price", &m.price)?),
+            OrderType::Market if m.price.is_empty() => None,
+            OrderType::Market => return Err(invalid("a MARKET order must have an empty `price`")),
+        };
+        Ok(Order {
+            order_id: text("order_id", m.order_id)?,
+            account: text("account", m.account)?,
+            trader: text("trader", m.trader)?,
+            symbol: text("symbol", m.symbol)?,
+            venue: optional(m.venue),
+            side: side(m.side)?,
+            order_type,
+            price,
+            quantity: positive_text("quantity", &m.quantity)?,
+            action: enumerated("action", m.action, |n| {
+                match v1::OrderAction::try_from(n).ok()? {
+                    v1::OrderAction::New => Some(OrderAction::New),
+                    v1::OrderAction::Modify => Some(OrderAction::Modify),
+                    v1::OrderAction::Cancel => Some(OrderAction::Cancel),
+                    v1::OrderAction::Unspecified => None,
+                }
+            })?,
+            ts: time("ts", m.ts)?,
+        })
+    }
+
+    fn execution(m: v1::Execution) -> Result<Execution, DecodeError> {
+        let lifecycle = enumerated(
+            "lifecycle",
+            m.lifecycle,
+            |n| match v1::Lifecycle::try_from(n).ok()? {
+                v1::Lifecycle::New => Some(Lifecycle::New),
+                v1::Lifecycle::Amend => Some(Lifecycle::Amend),
+                v1::Lifecycle::Cancel => Some(Lifecycle::Cancel),
+                v1::Lifecycle::Unspecified => None,
+            },
+        )?;
+        let ref_exec_id = match lifecycle {
+            Lifecycle::New => optional(m.ref_exec_id),
+            Lifecycle::Amend | Lifecycle::Cancel => Some(text("ref_exec_id", m.ref_exec_id)?),
+        };
+        Ok(Execution {
+            exec_id: text("exec_id", m.exec_id)?,
+            order_id: text("order_id", m.order_id)?,
+            account: text("account", m.account)?,
+            trader: text("trader", m.trader)?,
+            symbol: text("symbol", m.symbol)?,
+            venue: optional(m.venue),
+            side: side(m.side)?,
+            price: positive_text("price", &m.price)?,
+            quantity: positive_text("quantity", &m.quantity)?,
+            currency: currency(text("currency", m.currency)?)?,
+            ts: time("ts", m.ts)?,
+            lifecycle,
+            ref_exec_id,
+        })
+    }
 }
 
 #[cfg(test)]

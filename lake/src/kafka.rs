@@ -145,6 +145,34 @@ impl OffsetRanges {
         self.0.len()
     }
 
+    /// The ranges left once everything at or below `committed` is taken away: a range that
+    /// ends at or below its partition's committed offset goes, one that straddles it starts
+    /// just above it.
+    pub fn after(&self, committed: &BTreeMap<TopicPartition, Offset>) -> OffsetRanges {
+        self.0
+            .iter()
+            .filter_map(|(tp, r)| match committed.get(tp) {
+                Some(c) if r.last <= *c => None,
+                Some(c) if r.first <= *c => Some((
+                    tp.clone(),
+                    OffsetRange {
+                        first: Offset(c.0 + 1),
+                        last: r.last,
+                    },
+                )),
+                _ => Some((tp.clone(), *r)),
+            })
+            .collect()
+    }
+
+    /// Widens these ranges to cover `other`'s too.
+    pub fn extend(&mut self, other: &OffsetRanges) {
+        for (tp, r) in other.iter() {
+            self.record(tp, r.first);
+            self.record(tp, r.last);
+        }
+    }
+
     /// As JSON for Delta `commitInfo`: `[{"topic":..,"partition":..,"first":..,"last":..}]`.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::Value::Array(
@@ -189,6 +217,29 @@ impl FromIterator<(TopicPartition, OffsetRange)> for OffsetRanges {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn after_drops_and_trims_what_is_committed() {
+        let (a, b, c) = (
+            TopicPartition::new("t", 0),
+            TopicPartition::new("t", 1),
+            TopicPartition::new("t", 2),
+        );
+        let mut r = OffsetRanges::new();
+        for (tp, first, last) in [(&a, 10, 20), (&b, 10, 20), (&c, 10, 20)] {
+            r.record(tp, Offset(first));
+            r.record(tp, Offset(last));
+        }
+        let committed = BTreeMap::from([(a.clone(), Offset(20)), (b.clone(), Offset(14))]);
+        let left = r.after(&committed);
+        assert_eq!(left.get(&a), None);
+        assert_eq!(left.get(&b).map(|r| (r.first.0, r.last.0)), Some((15, 20)));
+        assert_eq!(left.get(&c).map(|r| (r.first.0, r.last.0)), Some((10, 20)));
+        let mut merged = OffsetRanges::new();
+        merged.extend(&left);
+        merged.extend(&r);
+        assert_eq!(merged, r);
+    }
 
     #[test]
     fn ranges_widen_and_round_trip_through_json() {

@@ -24,6 +24,11 @@ impl EventTime {
             })
     }
 
+    /// The current wall-clock time.
+    pub fn now() -> Self {
+        EventTime(Utc::now().timestamp_micros())
+    }
+
     /// From epoch microseconds.
     pub const fn from_micros(us: i64) -> Self {
         EventTime(us)

@@ -3,6 +3,7 @@
 //! Python `deltalake` package reading what the lake wrote.
 
 mod broker;
+mod ingest;
 mod lake_contract;
 mod python;
 mod s3;

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+pub mod kafka;
+
 /// Where `scripts/setup.sh` installs the tools.
 pub fn cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("LAKEHOUSE_CACHE") {
@@ -36,6 +38,27 @@ fn tool(path: PathBuf, name: &str) -> Result<PathBuf> {
 /// The tansu broker binary.
 pub fn tansu_bin() -> Result<PathBuf> {
     tool(cache_dir().join("tools/bin/tansu"), "tansu")
+}
+
+/// The `lakehouse` binary of this build, beside the test executable's `deps/` directory.
+/// `cargo test --workspace` and `cargo nextest run --workspace` build it; a narrower run needs
+/// `cargo build --bin lakehouse` first (building it from here would take the build lock and,
+/// with another feature set, rebuild half the dependency tree).
+pub fn lakehouse_bin() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test executable has no target directory")?;
+    let bin = dir.join("lakehouse");
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        bail!(
+            "{} not found: run the tests with --workspace, or `cargo build --bin lakehouse` first",
+            bin.display()
+        )
+    }
 }
 
 /// The Python interpreter of the project's venv.

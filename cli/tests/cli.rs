@@ -189,11 +189,39 @@ fn bad_csv_names_file_and_line_and_writes_nothing() {
 
 #[test]
 fn roles_not_built_yet_fail_clearly() {
-    let out = lakehouse(&["ingest", "--lake", "memory:///"]);
+    let out = lakehouse(&["speed", "--lake", "memory:///"]);
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("not available in this build yet"),
         "{}",
         stderr(&out)
     );
+}
+
+#[test]
+fn ingest_refuses_a_bad_ingest_section_before_connecting() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("lh.toml");
+    for (text, expect) in [
+        ("[ingest]\ntopics = []\n", "topics is empty"),
+        (
+            "[[ingest.topics]]\ntopic = \"t\"\nkind = \"quotes\"\n",
+            "quotes",
+        ),
+        (
+            "[[ingest.topics]]\ntopic = \"t\"\nkind = \"orders\"\nformat = \"avro\"\n",
+            "avro",
+        ),
+    ] {
+        std::fs::write(&cfg, text).unwrap();
+        let out = lakehouse(&[
+            "ingest",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--lake",
+            "memory:///",
+        ]);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains(expect), "{text}: {}", stderr(&out));
+    }
 }

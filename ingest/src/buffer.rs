@@ -79,6 +79,7 @@ impl Rows {
     }
 
     /// The rows as one Arrow batch of their table's schema.
+    #[allow(clippy::result_large_err)] // the lake's error type, returned as is
     pub fn to_batch(&self) -> Result<RecordBatch> {
         match self {
             Rows::Trades(v) => events::market_trades_batch(v),

@@ -345,13 +345,14 @@ pub(crate) fn consume(setup: ConsumerSetup) -> Result<ConsumerStats, IngestError
             {
                 break Err(IngestError::OutOfRange(e.to_string()));
             }
-            Some(Err(e)) => {
-                // transient broker trouble is retried by librdkafka; say so at most every 10 s
-                if last_kafka_error.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-                    warn!(error = %e, "kafka consumer error");
-                    last_kafka_error = Some(Instant::now());
-                }
+            // transient broker trouble is retried by librdkafka; say so at most every 10 s
+            Some(Err(e))
+                if last_kafka_error.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) =>
+            {
+                warn!(error = %e, "kafka consumer error");
+                last_kafka_error = Some(Instant::now());
             }
+            Some(Err(_)) => {}
             None => {}
         }
         let revoked = std::mem::take(

@@ -775,6 +775,103 @@ mod tests {
         assert_eq!(sum, d("1000"));
     }
 
+    #[test]
+    fn protobuf_decodes_exactly_and_validates_like_json() {
+        use lakehouse_proto::prost::Message;
+        use lakehouse_proto::prost_types::Timestamp;
+        use lakehouse_proto::v1;
+        let pb = |kind, bytes: Vec<u8>| {
+            decode_as(Format::Protobuf, kind, &bytes, &DecodeConfig::default())
+        };
+        let exec = v1::Execution {
+            exec_id: "E1".into(),
+            order_id: "O1".into(),
+            account: "ACC-1".into(),
+            trader: "T1".into(),
+            symbol: "AAPL".into(),
+            side: v1::Side::Sell as i32,
+            price: "0.1".into(),
+            quantity: "40".into(),
+            currency: "USD".into(),
+            ts: Some(Timestamp {
+                seconds: 1_704_205_800,
+                nanos: 1_999,
+            }),
+            lifecycle: v1::Lifecycle::New as i32,
+            ..Default::default()
+        };
+        let Decoded::Execution(e) = pb(EventKind::Executions, exec.encode_to_vec()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (e.price, e.quantity, e.side),
+            (d("0.1"), d("40"), Side::Sell)
+        );
+        assert_eq!(e.ts, EventTime::from_micros(1_704_205_800_000_001));
+        assert_eq!(e.venue, None);
+        let amend_without_ref = v1::Execution {
+            lifecycle: v1::Lifecycle::Amend as i32,
+            ..exec.clone()
+        };
+        let err = pb(EventKind::Executions, amend_without_ref.encode_to_vec()).unwrap_err();
+        assert_eq!(err.class, ErrorClass::Schema, "{err}");
+        let no_side = v1::Execution {
+            side: 0,
+            ..exec.clone()
+        };
+        assert_eq!(
+            pb(EventKind::Executions, no_side.encode_to_vec())
+                .unwrap_err()
+                .class,
+            ErrorClass::Schema
+        );
+        let bad_side = v1::Execution {
+            side: 9,
+            ..exec.clone()
+        };
+        assert_eq!(
+            pb(EventKind::Executions, bad_side.encode_to_vec())
+                .unwrap_err()
+                .class,
+            ErrorClass::Invalid
+        );
+        let negative = v1::Execution {
+            price: "-0.1".into(),
+            ..exec
+        };
+        assert_eq!(
+            pb(EventKind::Executions, negative.encode_to_vec())
+                .unwrap_err()
+                .class,
+            ErrorClass::Invalid
+        );
+        let market = v1::Order {
+            order_id: "O1".into(),
+            account: "A".into(),
+            trader: "T".into(),
+            symbol: "S".into(),
+            side: v1::Side::Buy as i32,
+            order_type: v1::OrderType::Market as i32,
+            quantity: "5".into(),
+            action: v1::OrderAction::Cancel as i32,
+            ts: Some(Timestamp {
+                seconds: 0,
+                nanos: 0,
+            }),
+            ..Default::default()
+        };
+        let Decoded::Order(o) = pb(EventKind::Orders, market.encode_to_vec()).unwrap() else {
+            panic!()
+        };
+        assert_eq!((o.price, o.action), (None, OrderAction::Cancel));
+        assert_eq!(
+            pb(EventKind::MarketTrades, vec![0xff, 0xff, 0xff])
+                .unwrap_err()
+                .class,
+            ErrorClass::Protobuf
+        );
+    }
+
     proptest! {
         /// Whatever the bytes, decoding returns a value or a classified error; it never panics.
         #[test]

@@ -45,7 +45,7 @@ pub enum IngestError {
     Config(String),
     /// The lake failed.
     #[error(transparent)]
-    Lake(#[from] lakehouse_lake::Error),
+    Lake(Box<lakehouse_lake::Error>),
     /// Kafka failed.
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
@@ -74,6 +74,12 @@ pub enum IngestError {
     /// A worker thread panicked.
     #[error("the consumer thread panicked")]
     Panicked,
+}
+
+impl From<lakehouse_lake::Error> for IngestError {
+    fn from(e: lakehouse_lake::Error) -> Self {
+        IngestError::Lake(Box::new(e))
+    }
 }
 
 /// What a run did.

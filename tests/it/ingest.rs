@@ -132,7 +132,7 @@ fn order(i: usize) -> (Vec<u8>, Vec<u8>) {
         i % 50,
         i % 7,
         i % 20,
-        if i % 2 == 0 { "BUY" } else { "SELL" },
+        if i.is_multiple_of(2) { "BUY" } else { "SELL" },
         100 + i % 13,
         i % 100,
         1 + i % 500,
@@ -181,7 +181,7 @@ async fn wait_done(
 ) {
     let want = last_offsets(produced);
     let partitions = want.keys().max().map_or(0, |p| p + 1);
-    let deadline = Instant::now() + Duration::from_secs(240);
+    let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         if committed(lake, table, topic, partitions).await == want {
             return;
@@ -189,11 +189,14 @@ async fn wait_done(
         for p in procs.iter_mut() {
             assert!(!p.exited(), "ingest exited early: {}", p.log_text());
         }
-        assert!(
-            Instant::now() < deadline,
-            "ingest did not finish: {}",
-            procs[0].log_text()
-        );
+        if Instant::now() > deadline {
+            let logs: Vec<String> = procs.iter().map(|p| p.log_text()).collect();
+            panic!(
+                "ingest did not finish: committed {:?}, want {want:?}\n{}",
+                committed(lake, table, topic, partitions).await,
+                logs.join("\n----\n")
+            );
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -415,7 +418,10 @@ async fn poison_messages_become_dead_letters_and_conservation_is_exact() {
 }
 
 /// Three processes in one consumer group split four partitions; one is SIGKILLed mid-run and
-/// the survivors take over its partitions from the table's offsets.
+/// its partitions resume from the table's offsets. tansu 0.6 does not hand a crashed member's
+/// partitions to the survivors when its session expires (it keeps them assigned to the dead
+/// member until the next join), so a replacement process joins a few seconds after the kill,
+/// as an orchestrator would restart it; the survivors keep running throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_members_one_killed_lose_and_duplicate_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -435,6 +441,9 @@ async fn three_members_one_killed_lose_and_duplicate_nothing() {
         }
         if k == 8 {
             b.kill();
+        }
+        if k == 12 {
+            b = Ingest::spawn(dir.path(), "b2", &brokers, None);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

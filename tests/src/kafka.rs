@@ -34,6 +34,7 @@ pub fn producer(brokers: &str) -> Result<FutureProducer> {
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "5")
+        .set("message.max.bytes", "10000000")
         .set("batch.num.messages", "10000")
         .set("queue.buffering.max.messages", "1000000")
         .create()?)

@@ -173,3 +173,16 @@ pub async fn run(
         batches: stats.batches,
     })
 }
+
+/// `run` can be spawned on a multi-threaded runtime (`lakehouse up` runs every role together).
+#[allow(dead_code)]
+fn run_is_send(lake: Lake) {
+    fn send<T: Send>(_: T) {}
+    send(run(
+        IngestConfig::default(),
+        "",
+        lake,
+        Metrics::new(),
+        async {},
+    ));
+}

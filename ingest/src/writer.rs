@@ -108,13 +108,18 @@ impl Writer {
         failpoint::hit("ingest.after-dead-letters");
         let pipeline = &self.pipeline;
         let metrics = &self.metrics;
-        let work = self.tables.iter_mut().filter_map(|(name, table)| {
-            let rows = batch.tables.remove(name)?;
-            Some(async move {
-                let (n, c) = commit_rows(pipeline, table, rows.rows, rows.ranges, metrics).await?;
-                Ok::<_, lakehouse_lake::Error>((name.clone(), n, c))
-            })
-        });
+        // collected first: a lazy iterator of futures makes the whole future `!Send` (the
+        // closure's borrows become higher-ranked), and `run` must be spawnable
+        let mut work = Vec::new();
+        for (name, table) in self.tables.iter_mut() {
+            if let Some(rows) = batch.tables.remove(name) {
+                work.push(async move {
+                    let (n, c) =
+                        commit_rows(pipeline, table, rows.rows, rows.ranges, metrics).await?;
+                    Ok::<_, lakehouse_lake::Error>((name.clone(), n, c))
+                });
+            }
+        }
         for (name, n, c) in try_join_all(work).await? {
             report.rows.insert(name, n);
             report.conflicts += c;
@@ -188,7 +193,9 @@ pub async fn commit_rows(
                 conflicts += 1;
                 metrics.conflicts.inc();
                 table.refresh().await?;
-                let tps = ranges.iter().map(|(tp, _)| tp.clone());
+                // a Vec, not a lazy map: a closure held across the awaits inside makes the
+                // future `!Send`
+                let tps: Vec<TopicPartition> = ranges.iter().map(|(tp, _)| tp.clone()).collect();
                 let held = table.committed_offsets(pipeline, tps).await?;
                 info!(table = table.name(), error = %e, "another writer committed some of these offsets; dropping them and retrying");
                 rows.retain_after(&held);

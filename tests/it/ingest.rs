@@ -23,6 +23,16 @@ struct Ingest {
 
 impl Ingest {
     fn spawn(dir: &Path, name: &str, brokers: &str, failpoints: Option<&str>) -> Ingest {
+        Self::spawn_with(dir, name, brokers, failpoints, &[])
+    }
+
+    fn spawn_with(
+        dir: &Path,
+        name: &str,
+        brokers: &str,
+        failpoints: Option<&str>,
+        extra: &[&str],
+    ) -> Ingest {
         let log = dir.join(format!("{name}.log"));
         let out = std::fs::File::create(&log).unwrap();
         let mut cmd = Command::new(lakehouse_tests::lakehouse_bin().unwrap());
@@ -30,6 +40,7 @@ impl Ingest {
             .arg(dir.join("lakehouse.toml"))
             .args(["--brokers", brokers, "--lake"])
             .arg(dir.join("lake"))
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out);
@@ -533,9 +544,32 @@ async fn finnhub_and_protobuf_messages_land_with_exact_decimals() {
     let p1 = produce(&brokers, "finnhub", &finnhub).await.unwrap();
     let p2 = produce(&brokers, "tape-pb", &pb).await.unwrap();
     let lake = open_lake(dir.path()).await;
-    let mut p = Ingest::spawn(dir.path(), "ingest", &brokers, None);
+    let port = lakehouse_tests::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut p = Ingest::spawn_with(
+        dir.path(),
+        "ingest",
+        &brokers,
+        None,
+        &["--metrics-listen", &listen],
+    );
     wait_done(&lake, names::MARKET_TRADES, "finnhub", &p1, &mut [&mut p]).await;
     wait_done(&lake, names::MARKET_TRADES, "tape-pb", &p2, &mut [&mut p]).await;
+    // Prometheus metrics: consumed per topic, rows written per table
+    // (counters move just after the commit a reader sees: allow a moment)
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut metrics = scrape(port);
+    while !metrics.contains("consumed_total{topic=\"tape-pb\"} 10") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        metrics = scrape(port);
+    }
+    for line in [
+        "lakehouse_ingest_messages_consumed_total{topic=\"finnhub\"} 5",
+        "lakehouse_ingest_messages_consumed_total{topic=\"tape-pb\"} 10",
+        "lakehouse_ingest_rows_written_total{table=\"l1/market_trades\"} 20",
+    ] {
+        assert!(metrics.contains(line), "{line} not in:\n{metrics}");
+    }
     p.stop();
     let batches = rows(&lake, names::MARKET_TRADES).await;
     let mut sums: BTreeMap<String, (i128, usize)> = BTreeMap::new();
@@ -557,4 +591,15 @@ async fn finnhub_and_protobuf_messages_land_with_exact_decimals() {
     assert_eq!(sums["MSFT"], (100_000_000, 10));
     let finnhub_rows = positions(&batches, "finnhub");
     assert_eq!(finnhub_rows.len(), 10); // five messages, two prints each
+}
+
+/// GET /metrics.
+fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
 }

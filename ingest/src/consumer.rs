@@ -189,41 +189,67 @@ impl Ctx {
             tp.partition.0,
             Duration::from_secs(30),
         )?;
-        let Some(c) = committed else {
-            return Ok(rdkafka::Offset::Beginning);
-        };
-        self.shared
-            .committed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(tp.clone(), c);
-        let next = c.0 + 1;
-        if next > high {
-            // not fatal: some brokers (tansu) report a stale end offset. A topic that really is
-            // behind (re-created) fails the fetch with "offset out of range" instead, which
-            // auto.offset.reset=error turns into a stop rather than a silent reset.
-            warn!(partition = %tp, committed = c.0, log_end = high, "the topic's end offset is below the lake's; resuming after the lake's offset");
+        if let Some(c) = committed {
+            self.shared
+                .committed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(tp.clone(), c);
         }
-        if next >= low {
-            return Ok(rdkafka::Offset::Offset(next));
+        match resume_position(committed, low, self.accept_gaps) {
+            Resume::Beginning => Ok(rdkafka::Offset::Beginning),
+            Resume::At(next) => {
+                if committed.is_some_and(|c| c.0 + 1 > high) {
+                    // not fatal: some brokers (tansu) report a stale end offset. A topic that
+                    // really is behind (re-created) fails the fetch with "offset out of range"
+                    // instead, which auto.offset.reset=error turns into a stop, not a reset.
+                    warn!(partition = %tp, log_end = high, "the topic's end offset is below the lake's; resuming after the lake's offset");
+                }
+                Ok(rdkafka::Offset::Offset(next))
+            }
+            Resume::Gap { accepted } => {
+                let labels = vec![
+                    ("topic", tp.topic.0.clone()),
+                    ("partition", tp.partition.0.to_string()),
+                ];
+                self.shared.metrics.offset_gaps.get_or_create(&labels).inc();
+                let gap = IngestError::OffsetGap {
+                    partition: tp.clone(),
+                    committed: committed.unwrap_or(Offset(-1)),
+                    log_start: Offset(low),
+                    log_end: Offset(high),
+                };
+                if accepted {
+                    warn!(error = %gap, "accepting the gap (accept-offset-gaps): resuming at the log start");
+                    Ok(rdkafka::Offset::Offset(low))
+                } else {
+                    Err(gap)
+                }
+            }
         }
-        let labels = vec![
-            ("topic", tp.topic.0.clone()),
-            ("partition", tp.partition.0.to_string()),
-        ];
-        self.shared.metrics.offset_gaps.get_or_create(&labels).inc();
-        let gap = IngestError::OffsetGap {
-            partition: tp.clone(),
-            committed: c,
-            log_start: Offset(low),
-            log_end: Offset(high),
-        };
-        if self.accept_gaps {
-            warn!(error = %gap, "accepting the gap (accept-offset-gaps): resuming at the log start");
-            Ok(rdkafka::Offset::Offset(low))
-        } else {
-            Err(gap)
-        }
+    }
+}
+
+/// Where an assigned partition resumes, from the table's committed offset and the log's
+/// first offset `low`. The log's end does not matter: some brokers report a stale one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Resume {
+    /// The table never saw the partition: from the log start.
+    Beginning,
+    /// Just after the committed offset.
+    At(i64),
+    /// Messages after the committed offset were deleted before they were ingested; resume at
+    /// the log start only if `accepted`.
+    Gap { accepted: bool },
+}
+
+pub(crate) fn resume_position(committed: Option<Offset>, low: i64, accept_gaps: bool) -> Resume {
+    match committed {
+        None => Resume::Beginning,
+        Some(c) if c.0 + 1 >= low => Resume::At(c.0 + 1),
+        Some(_) => Resume::Gap {
+            accepted: accept_gaps,
+        },
     }
 }
 
@@ -408,4 +434,49 @@ fn hand_over(shared: &Shared, tx: &mpsc::Sender<Batch>, batch: Batch) -> bool {
         return false;
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resume_after_the_committed_offset_or_refuse_a_gap() {
+        // never committed: from the start of whatever the log holds
+        assert_eq!(resume_position(None, 500, false), Resume::Beginning);
+        // the normal case, including a log that starts exactly after the committed offset
+        assert_eq!(resume_position(Some(Offset(41)), 0, false), Resume::At(42));
+        assert_eq!(
+            resume_position(Some(Offset(499)), 500, false),
+            Resume::At(500)
+        );
+        // beyond the (possibly stale) end of the log: still just after the committed offset
+        assert_eq!(
+            resume_position(Some(Offset(950)), 0, false),
+            Resume::At(951)
+        );
+        // retention deleted 500..=599 before ingest saw them
+        assert_eq!(
+            resume_position(Some(Offset(499)), 600, false),
+            Resume::Gap { accepted: false }
+        );
+        assert_eq!(
+            resume_position(Some(Offset(499)), 600, true),
+            Resume::Gap { accepted: true }
+        );
+    }
+
+    #[test]
+    fn the_gap_error_says_what_was_lost_and_how_to_go_on() {
+        let e = IngestError::OffsetGap {
+            partition: TopicPartition::new("orders", 3),
+            committed: Offset(499),
+            log_start: Offset(600),
+            log_end: Offset(900),
+        };
+        let text = e.to_string();
+        for part in ["orders[3]", "499", "600", "retention", "accept-offset-gaps"] {
+            assert!(text.contains(part), "{text}");
+        }
+    }
 }

@@ -71,11 +71,7 @@ impl Rows {
 
     /// Drops the rows of the given partitions.
     fn drop_partitions(&mut self, tps: &BTreeSet<TopicPartition>) {
-        let gone = |m: &KafkaMeta| {
-            tps.iter()
-                .any(|tp| tp.partition.0 == m.partition && tp.topic.0 == m.topic)
-        };
-        each!(self, v => v.retain(|(_, m)| !gone(m)))
+        each!(self, v => v.retain(|(_, m)| !in_partitions(m, tps)))
     }
 
     /// The rows as one Arrow batch of their table's schema.
@@ -88,6 +84,11 @@ impl Rows {
             Rows::Dead(v) => events::dead_letters_batch(v),
         }
     }
+}
+
+fn in_partitions(m: &KafkaMeta, tps: &BTreeSet<TopicPartition>) -> bool {
+    tps.iter()
+        .any(|tp| tp.partition.0 == m.partition && tp.topic.0 == m.topic)
 }
 
 /// One table's share of a batch.
@@ -219,11 +220,7 @@ impl Batch {
                 .collect();
         }
         self.tables.retain(|_, t| !t.ranges.is_empty());
-        let mut dead = Rows::Dead(std::mem::take(&mut self.dead));
-        dead.drop_partitions(tps);
-        if let Rows::Dead(v) = dead {
-            self.dead = v;
-        }
+        self.dead.retain(|(_, m)| !in_partitions(m, tps));
     }
 
     /// The ranges of every table together: what the dead-letter commit covers.

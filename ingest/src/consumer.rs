@@ -30,7 +30,7 @@ use crate::IngestError;
 use crate::buffer::Batch;
 use crate::config::{IngestConfig, TopicMapping};
 use crate::decode::{DecodeConfig, decode_as};
-use crate::metrics::Metrics;
+use crate::metrics::{self, Metrics};
 use crate::writer::Committed;
 
 /// Shared between the consumer thread, its rebalance callbacks and the writer.
@@ -97,7 +97,7 @@ impl ClientContext for Ctx {
                     continue;
                 }
                 if let Some(c) = committed.get(&tp) {
-                    let labels = vec![("topic", topic.clone()), ("partition", p.to_string())];
+                    let labels = metrics::partition(topic, *p);
                     self.shared
                         .metrics
                         .lag
@@ -184,22 +184,23 @@ impl Ctx {
                 table.committed_offset(&self.pipeline, tp).await
             })?
         };
+        let Some(c) = committed else {
+            // the table never saw the partition: no log bounds to check
+            return Ok(rdkafka::Offset::Beginning);
+        };
+        self.shared
+            .committed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(tp.clone(), c);
         let (low, high) = consumer.fetch_watermarks(
             tp.topic.as_str(),
             tp.partition.0,
             Duration::from_secs(30),
         )?;
-        if let Some(c) = committed {
-            self.shared
-                .committed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(tp.clone(), c);
-        }
-        match resume_position(committed, low, self.accept_gaps) {
-            Resume::Beginning => Ok(rdkafka::Offset::Beginning),
+        match resume_position(c, low, self.accept_gaps) {
             Resume::At(next) => {
-                if committed.is_some_and(|c| c.0 + 1 > high) {
+                if c.0 + 1 > high {
                     // not fatal: some brokers (tansu) report a stale end offset. A topic that
                     // really is behind (re-created) fails the fetch with "offset out of range"
                     // instead, which auto.offset.reset=error turns into a stop, not a reset.
@@ -208,14 +209,11 @@ impl Ctx {
                 Ok(rdkafka::Offset::Offset(next))
             }
             Resume::Gap { accepted } => {
-                let labels = vec![
-                    ("topic", tp.topic.0.clone()),
-                    ("partition", tp.partition.0.to_string()),
-                ];
+                let labels = metrics::partition(tp.topic.as_str(), tp.partition.0);
                 self.shared.metrics.offset_gaps.get_or_create(&labels).inc();
                 let gap = IngestError::OffsetGap {
                     partition: tp.clone(),
-                    committed: committed.unwrap_or(Offset(-1)),
+                    committed: c,
                     log_start: Offset(low),
                     log_end: Offset(high),
                 };
@@ -230,12 +228,10 @@ impl Ctx {
     }
 }
 
-/// Where an assigned partition resumes, from the table's committed offset and the log's
+/// Where an assigned partition the table holds resumes, from its committed offset and the log's
 /// first offset `low`. The log's end does not matter: some brokers report a stale one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Resume {
-    /// The table never saw the partition: from the log start.
-    Beginning,
     /// Just after the committed offset.
     At(i64),
     /// Messages after the committed offset were deleted before they were ingested; resume at
@@ -243,13 +239,13 @@ pub(crate) enum Resume {
     Gap { accepted: bool },
 }
 
-pub(crate) fn resume_position(committed: Option<Offset>, low: i64, accept_gaps: bool) -> Resume {
-    match committed {
-        None => Resume::Beginning,
-        Some(c) if c.0 + 1 >= low => Resume::At(c.0 + 1),
-        Some(_) => Resume::Gap {
+pub(crate) fn resume_position(committed: Offset, low: i64, accept_gaps: bool) -> Resume {
+    if committed.0 + 1 >= low {
+        Resume::At(committed.0 + 1)
+    } else {
+        Resume::Gap {
             accepted: accept_gaps,
-        },
+        }
     }
 }
 
@@ -442,26 +438,18 @@ mod tests {
 
     #[test]
     fn resume_after_the_committed_offset_or_refuse_a_gap() {
-        // never committed: from the start of whatever the log holds
-        assert_eq!(resume_position(None, 500, false), Resume::Beginning);
         // the normal case, including a log that starts exactly after the committed offset
-        assert_eq!(resume_position(Some(Offset(41)), 0, false), Resume::At(42));
-        assert_eq!(
-            resume_position(Some(Offset(499)), 500, false),
-            Resume::At(500)
-        );
+        assert_eq!(resume_position(Offset(41), 0, false), Resume::At(42));
+        assert_eq!(resume_position(Offset(499), 500, false), Resume::At(500));
         // beyond the (possibly stale) end of the log: still just after the committed offset
-        assert_eq!(
-            resume_position(Some(Offset(950)), 0, false),
-            Resume::At(951)
-        );
+        assert_eq!(resume_position(Offset(950), 0, false), Resume::At(951));
         // retention deleted 500..=599 before ingest saw them
         assert_eq!(
-            resume_position(Some(Offset(499)), 600, false),
+            resume_position(Offset(499), 600, false),
             Resume::Gap { accepted: false }
         );
         assert_eq!(
-            resume_position(Some(Offset(499)), 600, true),
+            resume_position(Offset(499), 600, true),
             Resume::Gap { accepted: true }
         );
     }

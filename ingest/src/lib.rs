@@ -27,7 +27,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use lakehouse_lake::{Lake, Offset, PipelineId, TopicPartition};
+use lakehouse_lake::{Lake, Offset, PipelineId, Table, TopicPartition};
 use tokio::sync::mpsc;
 use tracing::info;
 
@@ -116,10 +116,12 @@ pub async fn run(
         shared.committed.clone(),
     )
     .await?;
-    let mut lookup = HashMap::new();
-    for m in &cfg.topics {
-        lookup.insert(m.topic.clone(), writer::open_table(&lake, m).await?);
-    }
+    // the consumer's handles (for committed offsets on assignment) are copies of the writer's
+    let lookup: HashMap<String, Table> = cfg
+        .topics
+        .iter()
+        .map(|m| (m.topic.clone(), writer.table(m.table()).clone()))
+        .collect();
     let (tx, mut rx) = mpsc::channel(1);
     let setup = ConsumerSetup {
         cfg,

@@ -147,6 +147,14 @@ impl Metrics {
     }
 }
 
+/// Label set of one partition.
+pub fn partition(topic: &str, partition: i32) -> Labels {
+    vec![
+        ("topic", topic.to_string()),
+        ("partition", partition.to_string()),
+    ]
+}
+
 /// Label set of one topic.
 pub fn topic(t: &str) -> Labels {
     vec![("topic", t.to_string())]

@@ -87,6 +87,11 @@ impl Writer {
         })
     }
 
+    /// The open table named `name` (one of the mappings' tables).
+    pub fn table(&self, name: &str) -> &Table {
+        &self.tables[name]
+    }
+
     /// Commits `batch`: dead letters first, then every data table (concurrently).
     pub async fn commit(&mut self, mut batch: Batch) -> Result<CommitReport> {
         failpoint::hit("ingest.before-commit");

@@ -25,6 +25,8 @@ pub(crate) struct Config {
     pub(crate) log: LogConfig,
     #[serde(default)]
     pub(crate) ingest: lakehouse_ingest::IngestConfig,
+    #[serde(default)]
+    pub(crate) simulate: lakehouse_simulator::SimConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -134,6 +136,9 @@ fn load_with_env(file: Option<&Path>, overrides: &Overrides, env: Env) -> Result
         .calendar()
         .with_context(|| format!("invalid configuration ({}): [calendar]", source.display()))?;
     cfg.ingest
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid configuration ({}): {e}", source.display()))?;
+    cfg.simulate
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid configuration ({}): {e}", source.display()))?;
     Ok(cfg)

@@ -3,6 +3,7 @@
 mod config;
 mod ingest;
 mod refdata;
+mod simulate;
 mod table;
 
 use std::io::Write as _;
@@ -103,18 +104,16 @@ enum Command {
         server: ServerArgs,
     },
     /// Run the seeded market simulator, producing to Kafka.
+    ///
+    /// Agents send limit and market orders, modifies and cancels to per-symbol order books;
+    /// matches produce executions for both sides and tape prints. Writes the ground truth of
+    /// every message sent (--truth) and the matching reference data (--refdata). Runs until
+    /// --duration or --events, or until SIGINT/SIGTERM.
     Simulate {
         #[command(flatten)]
         brokers: BrokersArg,
-        /// Random seed.
-        #[arg(long)]
-        seed: Option<u64>,
-        /// Ground-truth Parquet file to write.
-        #[arg(long, value_name = "PATH")]
-        truth: Option<PathBuf>,
-        /// Directory for the reference-data CSVs.
-        #[arg(long, value_name = "DIR")]
-        refdata: Option<PathBuf>,
+        #[command(flatten)]
+        simulate: simulate::SimulateArgs,
     },
     /// Query the gRPC server.
     Query {
@@ -240,6 +239,7 @@ fn init_logging(cfg: &Config) {
             "lakehouse_speed",
             "lakehouse_batch",
             "lakehouse_serving",
+            "lakehouse_simulator",
         ];
         let directives: Vec<String> = std::iter::once("warn".to_string())
             .chain(ours.iter().map(|c| format!("{c}={level}")))
@@ -302,9 +302,9 @@ async fn run(Cli { common, command }: Cli) -> Result<String> {
             load(&common, Some(&server.lake), Some(&server.brokers))?;
             Err(not_yet("serve"))
         }
-        Command::Simulate { brokers, .. } => {
-            load(&common, None, Some(&brokers))?;
-            Err(not_yet("simulate"))
+        Command::Simulate { brokers, simulate } => {
+            let cfg = load(&common, None, Some(&brokers))?;
+            simulate::run(cfg, simulate).await
         }
         Command::Query { .. } => {
             load(&common, None, None)?;

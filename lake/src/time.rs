@@ -101,6 +101,11 @@ impl BusinessDate {
     pub fn succ(self) -> Self {
         BusinessDate(self.0 + Days::new(1))
     }
+
+    /// The previous calendar date.
+    pub fn pred(self) -> Self {
+        BusinessDate(self.0 - Days::new(1))
+    }
 }
 
 impl FromStr for BusinessDate {

@@ -7,3 +7,4 @@ mod ingest;
 mod lake_contract;
 mod python;
 mod s3;
+mod simulate;

@@ -73,3 +73,81 @@ pub async fn produce(
     }
     Ok(out)
 }
+
+/// One consumed message.
+#[derive(Clone, Debug)]
+pub struct Consumed {
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Key.
+    pub key: Option<Vec<u8>>,
+    /// Payload.
+    pub payload: Vec<u8>,
+    /// The message timestamp (the producer's create time), epoch milliseconds.
+    pub timestamp_ms: Option<i64>,
+}
+
+/// Reads every partition of `topic` from the beginning until `expected` messages arrived,
+/// then for `linger` more to catch any extra one (tansu's end offsets are not reliable, so the
+/// caller says how many it expects). Fails if fewer arrive within `timeout`.
+pub fn consume_all(
+    brokers: &str,
+    topic: &str,
+    expected: usize,
+    linger: Duration,
+    timeout: Duration,
+) -> Result<Vec<Consumed>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    use rdkafka::{Offset, TopicPartitionList};
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "lakehouse-tests-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()?;
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let partitions = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map(|t| t.partitions().len())
+        .context("topic missing from the metadata")?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions as i32 {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let mut out = Vec::with_capacity(expected);
+    let started = std::time::Instant::now();
+    let mut complete_at = None;
+    loop {
+        if let Some(t) = complete_at {
+            if std::time::Instant::now() >= t {
+                break;
+            }
+        } else if started.elapsed() > timeout {
+            anyhow::bail!(
+                "{topic}: {} of {expected} messages after {timeout:?}",
+                out.len()
+            );
+        }
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            let m = m?;
+            out.push(Consumed {
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().map(<[u8]>::to_vec),
+                payload: m.payload().unwrap_or_default().to_vec(),
+                timestamp_ms: m.timestamp().to_millis(),
+            });
+        }
+        if complete_at.is_none() && out.len() >= expected {
+            complete_at = Some(std::time::Instant::now() + linger);
+        }
+    }
+    Ok(out)
+}

@@ -225,3 +225,108 @@ fn ingest_refuses_a_bad_ingest_section_before_connecting() {
         assert!(stderr(&out).contains(expect), "{text}: {}", stderr(&out));
     }
 }
+
+#[test]
+fn simulate_refuses_bad_settings_and_writes_truth_and_refdata_in_a_dry_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("lh.toml");
+    std::fs::write(&cfg, "[simulate]\nduplicate = 2.0\n").unwrap();
+    let out = lakehouse(&["simulate", "--config", cfg.to_str().unwrap(), "--dry-run"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("duplicate"), "{}", stderr(&out));
+    for (args, expect) in [
+        (&["--rate", "0"][..], "rate must be positive"),
+        (&["--tape-format", "xml"][..], "unknown format \"xml\""),
+        (&["--format", "finnhub"][..], "tape-format"),
+        (
+            &["--rate", "10", "--as-fast-as-possible"][..],
+            "cannot be used with",
+        ),
+    ] {
+        let out = lakehouse(&[&["simulate", "--dry-run", "--events", "10"][..], args].concat());
+        assert!(!out.status.success(), "{args:?}");
+        assert!(stderr(&out).contains(expect), "{args:?}: {}", stderr(&out));
+    }
+    let truth = dir.path().join("t/truth.parquet");
+    let refdir = dir.path().join("ref");
+    let out = lakehouse(&[
+        "simulate",
+        "--dry-run",
+        "--as-fast-as-possible",
+        "--events",
+        "5000",
+        "--seed",
+        "9",
+        "--truth",
+        truth.to_str().unwrap(),
+        "--refdata",
+        refdir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("seed 9") && text.contains("dry run"),
+        "{text}"
+    );
+    assert!(truth.is_file());
+    // what it wrote loads as reference data
+    let lake = dir.path().join("lake");
+    let out = lakehouse(&[
+        "refdata",
+        "load",
+        "--lake",
+        lake.to_str().unwrap(),
+        "--instruments",
+        refdir.join("instruments.csv").to_str().unwrap(),
+        "--accounts",
+        refdir.join("accounts.csv").to_str().unwrap(),
+        "--fx",
+        refdir.join("fx_rates.csv").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("20 instruments"), "{}", stdout(&out));
+}
+
+#[test]
+fn simulate_stops_cleanly_on_sigterm_with_a_complete_truth_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let truth = dir.path().join("truth.parquet");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lakehouse"))
+        .args(["simulate", "--dry-run", "--rate", "5000", "--truth"])
+        .arg(&truth)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "still running"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let rows: u64 = text
+        .split("ground truth: ")
+        .nth(1)
+        .and_then(|s| s.split('(').nth(1))
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(rows > 5000, "{text}");
+    assert!(truth.is_file(), "the truth file was renamed into place");
+    assert!(!dir.path().join("truth.parquet.partial").exists());
+    // the footer is there: the file opens as Parquet (magic at both ends)
+    let bytes = std::fs::read(&truth).unwrap();
+    assert_eq!(&bytes[..4], b"PAR1");
+    assert_eq!(&bytes[bytes.len() - 4..], b"PAR1");
+}

@@ -272,6 +272,9 @@ fn assert_conserved(brokers: &str, rows: &[Row], format: Encoding, tape: Encodin
     }
 }
 
+/// A fill: (buy order, sell order, price, quantity).
+type Fill = (String, String, i128, i128);
+
 /// An order book written plainly (a vector per symbol, linear search), to replay the truth's
 /// orders independently of the simulator's book.
 #[derive(Default)]
@@ -281,14 +284,7 @@ struct NaiveBook {
 }
 
 impl NaiveBook {
-    /// Fills as (buy order, sell order, price, quantity).
-    fn submit(
-        &mut self,
-        id: &str,
-        buy: bool,
-        limit: Option<i128>,
-        mut qty: i128,
-    ) -> Vec<(String, String, i128, i128)> {
+    fn submit(&mut self, id: &str, buy: bool, limit: Option<i128>, mut qty: i128) -> Vec<Fill> {
         let mut fills = Vec::new();
         while qty > 0 {
             let best = self
@@ -352,8 +348,8 @@ fn assert_matching_sane(rows: &[Row]) {
         "every logical event is in the truth once"
     );
     let mut books: HashMap<String, NaiveBook> = HashMap::new();
-    let mut expected: Vec<(String, String, i128, i128)> = Vec::new();
-    let mut actual: BTreeMap<u64, (Vec<(String, String, i128, i128)>, usize)> = BTreeMap::new();
+    let mut expected: Vec<Fill> = Vec::new();
+    let mut actual: BTreeMap<u64, (Vec<Fill>, usize)> = BTreeMap::new();
     let mut cancelled: HashMap<String, u64> = HashMap::new();
     let mut execs: HashMap<String, u64> = HashMap::new();
     for r in &events {

@@ -29,7 +29,8 @@ pub(crate) struct SimulateArgs {
     /// Stop after this much simulated trading time, e.g. 10s, 5m, 6h30m.
     #[arg(long, value_name = "D", value_parser = humantime::parse_duration, conflicts_with = "events")]
     duration: Option<Duration>,
-    /// Stop once this many logical events were generated.
+    /// Stop once this many logical events were generated (at the end of that market step, so
+    /// a match's executions and print stay together).
     #[arg(long, value_name = "N")]
     events: Option<u64>,
     /// Write the ground-truth Parquet file here.

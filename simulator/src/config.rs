@@ -82,7 +82,8 @@ pub struct SimConfig {
     /// Stop after this much simulated trading time (unset: run until stopped or `events`).
     #[serde(with = "humantime_serde")]
     pub duration: Option<Duration>,
-    /// Stop once this many logical events were generated (unset: `duration` or until stopped).
+    /// Stop once this many logical events were generated, at the end of that market step (a
+    /// match's executions and print stay together). Unset: `duration`, or until stopped.
     pub events: Option<u64>,
     /// Simulated seconds per wall-clock second when paced (1: event times advance with the
     /// wall clock; 3600: an hour of market per second).

@@ -45,7 +45,7 @@ impl ProducerContext for Acks {
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaOutputError {
     /// Client or admin failure.
-    #[error("kafka: {what}: {source}")]
+    #[error("kafka: {what}")]
     Client {
         /// What failed.
         what: String,
@@ -85,11 +85,21 @@ pub fn ensure_topics(
     let admin: AdminClient<DefaultClientContext> = cfg
         .create()
         .map_err(client("cannot create the admin client"))?;
+    // a broker that cannot be reached fails here, fast and by name
+    admin
+        .inner()
+        .fetch_metadata(None, Duration::from_secs(15))
+        .map_err(|source| KafkaOutputError::Client {
+            what: format!("cannot reach the brokers {brokers}"),
+            source,
+        })?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
         .collect();
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let opts = AdminOptions::new()
+        .request_timeout(Some(Duration::from_secs(30)))
+        .operation_timeout(Some(Duration::from_secs(30)));
     let results = futures::executor::block_on(admin.create_topics(&new, &opts))
         .map_err(client("cannot create topics"))?;
     for r in results {

@@ -88,7 +88,7 @@ pub enum SimError {
     #[error(transparent)]
     Truth(#[from] TruthError),
     /// The reference CSVs.
-    #[error("cannot write the reference data to {dir}: {source}")]
+    #[error("cannot write the reference data to {dir}")]
     Refdata {
         /// The directory.
         dir: String,

@@ -311,7 +311,7 @@ pub struct Truth {
 
 /// Why the truth file could not be written.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot write the ground truth {path}: {source}")]
+#[error("cannot write the ground truth {path}")]
 pub struct TruthError {
     path: String,
     #[source]

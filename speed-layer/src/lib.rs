@@ -4,4 +4,5 @@
 //!   allowed lateness; early, on-time and late triggers; discarding, accumulating and
 //!   retracting panes).
 
+pub mod bars;
 pub mod window;

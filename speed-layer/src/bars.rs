@@ -170,5 +170,8 @@ mod tests {
         empty.merge(&one);
         assert_eq!(empty, one);
         assert_eq!(Bar::default().vwap(), None);
+        // checkpoints carry bars as JSON: exact, i128 sums included
+        let text = serde_json::to_string(&one).unwrap();
+        assert_eq!(serde_json::from_str::<Bar>(&text).unwrap(), one);
     }
 }

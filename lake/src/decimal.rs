@@ -99,6 +99,23 @@ impl Decimal {
         check_range(Decimal(div_half_even(num, other.0)), "divide")
     }
 
+    /// `wide / other`, where `wide` is in 10^-16 units (an exact sum of products of two
+    /// decimals), rounded half-to-even at the 8th decimal: one rounding for a ratio such as a
+    /// VWAP or an average cost.
+    pub fn wide_div_rounded(wide: i128, other: Decimal) -> Result<Decimal> {
+        if other.0 == 0 {
+            return Err(Error::DecimalOverflow {
+                operation: "divide by zero",
+            });
+        }
+        check_range(Decimal(div_half_even(wide, other.0)), "divide")
+    }
+
+    /// A value in 10^-16 units (an exact product) rounded half-to-even at the 8th decimal.
+    pub fn wide_rounded(wide: i128) -> Result<Decimal> {
+        check_range(Decimal(div_half_even(wide, ONE)), "round")
+    }
+
     /// Is the value an exact multiple of `step` (a tick or lot size)? A zero step accepts all.
     pub fn is_multiple_of(self, step: Decimal) -> bool {
         step.0 == 0 || self.0 % step.0 == 0

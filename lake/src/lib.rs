@@ -37,6 +37,7 @@ pub mod error;
 pub mod events;
 pub mod kafka;
 mod lake;
+pub mod positions;
 pub mod schema;
 pub mod storage;
 pub mod table;

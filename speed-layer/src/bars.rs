@@ -74,16 +74,7 @@ impl Bar {
         if self.volume == 0 {
             return None;
         }
-        // notional is at scale 16 and volume at 8: the quotient is at scale 8
-        let (q, r) = (self.notional / self.volume, self.notional % self.volume);
-        let twice = r.abs() * 2;
-        let away = twice > self.volume.abs() || (twice == self.volume.abs() && q % 2 != 0);
-        let sign = if (self.notional < 0) != (self.volume < 0) {
-            -1
-        } else {
-            1
-        };
-        Some(Decimal::from_raw(if away { q + sign } else { q }))
+        Decimal::wide_div_rounded(self.notional, Decimal::from_raw(self.volume)).ok()
     }
 }
 

@@ -1,6 +1,7 @@
 //! `lakehouse-ingest`: Kafka to L1 Delta, exactly once.
 //!
-//! - [`decode`]: JSON and Protobuf decoders with validation; every rejection is classified.
+//! - [`decode`] (re-exported from `lakehouse_lake::decode`): JSON and Protobuf decoders with
+//!   validation; every rejection is classified.
 //! - [`buffer`]: what is held between commits (rows per table, dead letters, offset ranges).
 //! - [`writer`]: commits a batch with one Delta `txn` per partition; dead letters first.
 //! - [`run`]: a consumer-group member that resumes every partition from its table, not from
@@ -17,7 +18,8 @@
 pub mod buffer;
 pub mod config;
 mod consumer;
-pub mod decode;
+/// The decoders live in `lakehouse_lake::decode`, shared with the speed layer.
+pub use lakehouse_lake::decode;
 pub mod failpoint;
 pub mod metrics;
 pub mod writer;

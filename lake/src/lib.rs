@@ -33,6 +33,7 @@
 
 pub mod catalog;
 pub mod decimal;
+pub mod decode;
 pub mod error;
 pub mod events;
 pub mod kafka;

@@ -8,10 +8,8 @@
 
 use std::fmt;
 
-use lakehouse_lake::events::{
-    Execution, Lifecycle, MarketTrade, Order, OrderAction, OrderType, Side,
-};
-use lakehouse_lake::{Decimal, EventTime};
+use crate::events::{Execution, Lifecycle, MarketTrade, Order, OrderAction, OrderType, Side};
+use crate::{Decimal, EventTime};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 

@@ -148,6 +148,45 @@ pub struct Execution {
     pub ref_exec_id: Option<String>,
 }
 
+impl MarketTrade {
+    /// The identity used to remove duplicate deliveries (by the batch and speed layers
+    /// alike): the trade id, or, for prints without one (the Finnhub shape), the whole print.
+    pub fn dedup_key(&self) -> String {
+        match &self.trade_id {
+            Some(id) => format!("id:{id}"),
+            None => format!(
+                "print:{}|{}|{}|{}|{}|{}",
+                self.symbol,
+                self.venue.as_deref().unwrap_or(""),
+                self.ts.micros(),
+                self.price,
+                self.volume,
+                self.conditions.join(",")
+            ),
+        }
+    }
+}
+
+impl Order {
+    /// The identity used to remove duplicate deliveries: an order event has no id of its own,
+    /// so it is the whole event.
+    pub fn dedup_key(&self) -> String {
+        format!(
+            "{}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
+            self.order_id,
+            self.action,
+            self.ts.micros(),
+            self.account,
+            self.trader,
+            self.symbol,
+            self.side,
+            self.order_type,
+            self.price.map(|p| p.to_string()).unwrap_or_default(),
+            self.quantity
+        )
+    }
+}
+
 /// A message that failed decoding or validation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeadLetter {

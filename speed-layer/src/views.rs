@@ -1,0 +1,449 @@
+//! The exact intraday views: everything the speed layer consumed that the latest published
+//! batch run does not cover (see ARCHITECTURE.md, "The speed layer").
+//!
+//! Pure: events go in with their Kafka position and business date; queries read the
+//! aggregates. Every aggregate is order-independent, so the views of a set of events do not
+//! depend on the order they arrived in, and a rebuild after a boundary move is exact.
+
+use std::collections::{BTreeMap, HashSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
+
+use lakehouse_lake::events::{Execution, Lifecycle, MarketTrade, Order, OrderAction, Side};
+use lakehouse_lake::positions::{Position, Positions};
+use lakehouse_lake::{BusinessCalendar, BusinessDate, Decimal, EventTime};
+use rustc_hash::FxHashMap;
+
+use crate::bars::{Bar, Print};
+use crate::window::Aggregate;
+
+/// One decoded event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Payload {
+    /// A tape print.
+    Trade(MarketTrade),
+    /// An order event.
+    Order(Order),
+    /// An execution event.
+    Execution(Execution),
+}
+
+impl Payload {
+    /// Event time.
+    pub fn ts(&self) -> EventTime {
+        match self {
+            Payload::Trade(t) => t.ts,
+            Payload::Order(o) => o.ts,
+            Payload::Execution(e) => e.ts,
+        }
+    }
+}
+
+/// An event with where it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Input {
+    /// Topic.
+    pub topic: Arc<str>,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Business date of its event time.
+    pub date: BusinessDate,
+    /// The event.
+    pub payload: Payload,
+}
+
+/// What a published batch run covers: events with business date <= `date` and offset <=
+/// `offsets[(topic, partition)]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Boundary {
+    /// The run's business date.
+    pub date: Option<BusinessDate>,
+    /// Last offset covered per (topic, partition).
+    pub offsets: BTreeMap<(String, i32), i64>,
+}
+
+impl Boundary {
+    /// Does the batch run cover this event?
+    pub fn covers(&self, e: &Input) -> bool {
+        self.date.is_some_and(|d| e.date <= d)
+            && self
+                .offsets
+                .get(&(e.topic.to_string(), e.partition))
+                .is_some_and(|&b| e.offset <= b)
+    }
+
+    /// Is `self` at or beyond `other` everywhere (boundaries only move forward)?
+    pub fn includes(&self, other: &Boundary) -> bool {
+        (other.date.is_none() || self.date >= other.date)
+            && other
+                .offsets
+                .iter()
+                .all(|(k, o)| self.offsets.get(k).is_some_and(|s| s >= o))
+    }
+}
+
+/// Order flow of one trader.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OrderStats {
+    /// NEW orders.
+    pub orders: u64,
+    /// MODIFY events.
+    pub modifies: u64,
+    /// CANCEL events.
+    pub cancels: u64,
+    /// Executions (NEW) of the trader's orders.
+    pub executions: u64,
+}
+
+impl OrderStats {
+    /// Order messages (new, modify, cancel) per execution; none without executions.
+    pub fn order_to_trade(&self) -> Option<Decimal> {
+        if self.executions == 0 {
+            return None;
+        }
+        let messages = (self.orders + self.modifies + self.cancels) as i64;
+        Decimal::from_i64(messages)
+            .div_rounded(Decimal::from_i64(self.executions as i64))
+            .ok()
+    }
+}
+
+/// A bar interval for queries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interval {
+    /// UTC epoch minutes.
+    Minute,
+    /// UTC epoch 5-minute buckets.
+    FiveMinutes,
+    /// Business dates.
+    Day,
+}
+
+const MINUTE: i64 = 60_000_000;
+
+#[derive(Clone, Debug, Default)]
+struct Aggregates {
+    /// symbol -> minute start -> bar
+    bars: FxHashMap<String, BTreeMap<i64, Bar>>,
+    positions: Positions,
+    orders: FxHashMap<String, OrderStats>,
+    /// symbol -> (rank, price) of its latest print
+    last: FxHashMap<String, ((EventTime, i32, i64), Decimal)>,
+    /// order id -> trader, for crediting executions
+    traders: FxHashMap<String, String>,
+    /// executions (NEW) whose order was not seen yet, per order id
+    orphan_fills: FxHashMap<String, u64>,
+    events: u64,
+}
+
+impl Aggregates {
+    fn apply(&mut self, e: &Input) {
+        self.events += 1;
+        match &e.payload {
+            Payload::Trade(t) => {
+                let print = Print {
+                    ts: t.ts.micros(),
+                    partition: e.partition,
+                    offset: e.offset,
+                    price: t.price,
+                    volume: t.volume,
+                };
+                let minute = print.ts - print.ts.rem_euclid(MINUTE);
+                self.bars
+                    .entry(t.symbol.clone())
+                    .or_default()
+                    .entry(minute)
+                    .or_default()
+                    .add(&print);
+                let rank = (t.ts, e.partition, e.offset);
+                let last = self.last.entry(t.symbol.clone()).or_insert((rank, t.price));
+                if rank > last.0 {
+                    *last = (rank, t.price);
+                }
+            }
+            Payload::Order(o) => {
+                let s = self.orders.entry(o.trader.clone()).or_default();
+                match o.action {
+                    OrderAction::New => s.orders += 1,
+                    OrderAction::Modify => s.modifies += 1,
+                    OrderAction::Cancel => s.cancels += 1,
+                }
+                self.traders
+                    .entry(o.order_id.clone())
+                    .or_insert_with(|| o.trader.clone());
+                if let Some(n) = self.orphan_fills.remove(&o.order_id) {
+                    s.executions += n;
+                }
+            }
+            Payload::Execution(x) => {
+                self.positions.add(x, e.partition, e.offset);
+                if x.lifecycle == Lifecycle::New {
+                    // an execution counts for the trader who sent the order
+                    match self.traders.get(&x.order_id) {
+                        Some(t) => self.orders.entry(t.clone()).or_default().executions += 1,
+                        None => *self.orphan_fills.entry(x.order_id.clone()).or_default() += 1,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The views, over the events the current boundary does not cover.
+#[derive(Clone, Debug)]
+pub struct Views {
+    calendar: BusinessCalendar,
+    boundary: Boundary,
+    log: Vec<Input>,
+    agg: Aggregates,
+    /// Identities of every delivery seen, per business date (128-bit hashes of the dedup
+    /// keys), from the boundary's date on.
+    seen: BTreeMap<BusinessDate, HashSet<u128>>,
+    duplicates: u64,
+}
+
+/// A 128-bit hash of a dedup key: two SipHash runs with fixed, different prefixes, so it is
+/// the same in every process (checkpoints) and a collision is out of reach (about 1e-24 for a
+/// day of 16M events).
+fn identity(key: &str) -> u128 {
+    let half = |salt: u8| {
+        let mut h = DefaultHasher::new();
+        salt.hash(&mut h);
+        key.hash(&mut h);
+        h.finish()
+    };
+    (u128::from(half(0)) << 64) | u128::from(half(1))
+}
+
+impl Views {
+    /// Empty views; business dates of bars come from `calendar`.
+    pub fn new(calendar: BusinessCalendar) -> Views {
+        Views {
+            calendar,
+            boundary: Boundary::default(),
+            log: Vec::new(),
+            agg: Aggregates::default(),
+            seen: BTreeMap::new(),
+            duplicates: 0,
+        }
+    }
+
+    /// The boundary the views are the complement of.
+    pub fn boundary(&self) -> &Boundary {
+        &self.boundary
+    }
+
+    /// Adds one event. A repeated delivery (same trade id or print, same order event, same
+    /// exec id) is dropped and counted; an event the boundary covers is dropped. Returns
+    /// whether the event entered the views. Duplicates are recognised for the business
+    /// dates from the boundary's on: a repeat of an event two published runs old is not.
+    pub fn apply(&mut self, e: Input) -> bool {
+        let key = match &e.payload {
+            Payload::Trade(t) => t.dedup_key(),
+            Payload::Order(o) => format!("o:{}", o.dedup_key()),
+            Payload::Execution(x) => format!("x:{}", x.exec_id),
+        };
+        if !self.seen.entry(e.date).or_default().insert(identity(&key)) {
+            self.duplicates += 1;
+            return false;
+        }
+        if self.boundary.covers(&e) {
+            return false;
+        }
+        self.agg.apply(&e);
+        self.log.push(e);
+        true
+    }
+
+    /// A new batch run was published: drop what `boundary` covers and rebuild. A boundary
+    /// behind the current one is refused (the complement never grows back).
+    pub fn set_boundary(&mut self, boundary: Boundary) -> Result<(), String> {
+        if !boundary.includes(&self.boundary) {
+            return Err(format!(
+                "boundary {boundary:?} is behind the current one {:?}",
+                self.boundary
+            ));
+        }
+        self.log.retain(|e| !boundary.covers(e));
+        let mut agg = Aggregates::default();
+        for e in &self.log {
+            agg.apply(e);
+        }
+        self.agg = agg;
+        // duplicates are recognised from the last reported date on; older dates are settled
+        if let Some(d) = boundary.date {
+            self.seen = self.seen.split_off(&d);
+        }
+        self.boundary = boundary;
+        Ok(())
+    }
+
+    /// Events in the views.
+    pub fn events(&self) -> u64 {
+        self.agg.events
+    }
+
+    /// Duplicate deliveries dropped.
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates
+    }
+
+    /// Events in the views for dates the batch already reported (late events waiting for a
+    /// restatement).
+    pub fn pending_restatement(&self) -> u64 {
+        match self.boundary.date {
+            Some(d) => self.log.iter().filter(|e| e.date <= d).count() as u64,
+            None => 0,
+        }
+    }
+
+    /// The events in the views, in arrival order (for checkpoints).
+    pub fn log(&self) -> &[Input] {
+        &self.log
+    }
+
+    /// Bars of `symbol` whose bucket starts in `[from, to)`, oldest first. Day bars are keyed
+    /// by their business date's first minute in the data.
+    pub fn bars(
+        &self,
+        symbol: &str,
+        interval: Interval,
+        from: EventTime,
+        to: EventTime,
+    ) -> Vec<(i64, Bar)> {
+        let Some(minutes) = self.agg.bars.get(symbol) else {
+            return Vec::new();
+        };
+        match interval {
+            Interval::Minute => minutes
+                .range(from.micros()..to.micros())
+                .map(|(m, b)| (*m, b.clone()))
+                .collect(),
+            Interval::FiveMinutes => {
+                let mut out: BTreeMap<i64, Bar> = BTreeMap::new();
+                let start = from.micros() - from.micros().rem_euclid(5 * MINUTE);
+                for (m, b) in minutes.range(start..to.micros()) {
+                    let bucket = m - m.rem_euclid(5 * MINUTE);
+                    if bucket >= from.micros() {
+                        out.entry(bucket).or_default().merge(b);
+                    }
+                }
+                out.into_iter().collect()
+            }
+            Interval::Day => {
+                let mut out: BTreeMap<BusinessDate, (i64, Bar)> = BTreeMap::new();
+                for (m, b) in minutes {
+                    let date = self.calendar.business_date(EventTime::from_micros(*m));
+                    let e = out.entry(date).or_insert((*m, Bar::default()));
+                    e.0 = e.0.min(*m);
+                    e.1.merge(b);
+                }
+                out.into_values()
+                    .filter(|(m, _)| (from.micros()..to.micros()).contains(m))
+                    .collect()
+            }
+        }
+    }
+
+    /// The daily bar of `symbol` for business date `date`.
+    pub fn day_bar(&self, symbol: &str, date: BusinessDate) -> Option<Bar> {
+        let minutes = self.agg.bars.get(symbol)?;
+        let mut bar = Bar::default();
+        let mut any = false;
+        for (m, b) in minutes {
+            if self.calendar.business_date(EventTime::from_micros(*m)) == date {
+                bar.merge(b);
+                any = true;
+            }
+        }
+        any.then_some(bar)
+    }
+
+    /// Position of `account` in `symbol` from the executions in the views.
+    pub fn position(&mut self, account: &str, symbol: &str) -> Position {
+        self.agg
+            .positions
+            .position(account, symbol)
+            .unwrap_or_default()
+    }
+
+    /// Every (account, symbol) with executions in the views, with its position.
+    pub fn positions(&mut self) -> Vec<((String, String), Position)> {
+        let keys = self.agg.positions.keys();
+        keys.into_iter()
+            .map(|k| {
+                let p = self.agg.positions.position(&k.0, &k.1).unwrap_or_default();
+                (k, p)
+            })
+            .collect()
+    }
+
+    /// Order statistics per trader, sorted by trader.
+    pub fn order_stats(&self) -> Vec<(String, OrderStats)> {
+        let mut v: Vec<_> = self
+            .agg
+            .orders
+            .iter()
+            .map(|(k, s)| (k.clone(), *s))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// The latest print's price of `symbol` (by event time, then partition and offset).
+    pub fn last_price(&self, symbol: &str) -> Option<Decimal> {
+        self.agg.last.get(symbol).map(|(_, p)| *p)
+    }
+
+    /// Effective executions (after amends and cancels) with a notional (price x quantity) at
+    /// or above `threshold(symbol)`, sorted by exec id.
+    pub fn large_trades(&self, threshold: impl Fn(&str) -> Option<Decimal>) -> Vec<LargeTrade> {
+        let mut out = Vec::new();
+        for (account, symbol) in self.agg.positions.keys() {
+            let Some(limit) = threshold(&symbol) else {
+                continue;
+            };
+            for (_, exec_id, side, price, quantity) in
+                self.agg.positions.effective_fills(&account, &symbol)
+            {
+                let Ok(notional) = price.mul_rounded(quantity) else {
+                    continue;
+                };
+                if notional >= limit {
+                    out.push(LargeTrade {
+                        exec_id,
+                        account: account.clone(),
+                        symbol: symbol.clone(),
+                        side,
+                        price,
+                        quantity,
+                        notional,
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| a.exec_id.cmp(&b.exec_id));
+        out
+    }
+}
+
+/// An execution at or above its large-trade threshold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LargeTrade {
+    /// Execution id.
+    pub exec_id: String,
+    /// Account.
+    pub account: String,
+    /// Symbol.
+    pub symbol: String,
+    /// Side.
+    pub side: Side,
+    /// Effective price.
+    pub price: Decimal,
+    /// Effective quantity.
+    pub quantity: Decimal,
+    /// Price x quantity, instrument currency.
+    pub notional: Decimal,
+}

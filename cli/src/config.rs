@@ -27,6 +27,8 @@ pub(crate) struct Config {
     pub(crate) ingest: lakehouse_ingest::IngestConfig,
     #[serde(default)]
     pub(crate) simulate: lakehouse_simulator::SimConfig,
+    #[serde(default)]
+    pub(crate) speed: lakehouse_speed::SpeedConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -136,6 +138,9 @@ fn load_with_env(file: Option<&Path>, overrides: &Overrides, env: Env) -> Result
         .calendar()
         .with_context(|| format!("invalid configuration ({}): [calendar]", source.display()))?;
     cfg.ingest
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid configuration ({}): {e}", source.display()))?;
+    cfg.speed
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid configuration ({}): {e}", source.display()))?;
     cfg.simulate

@@ -4,6 +4,7 @@ mod config;
 mod ingest;
 mod refdata;
 mod simulate;
+mod speed;
 mod table;
 
 use std::io::Write as _;
@@ -87,11 +88,18 @@ enum Command {
         ingest: ingest::IngestArgs,
     },
     /// Run the speed layer: event-time windows and intraday views.
+    ///
+    /// Consumes the `[speed] topics` (every partition, from its checkpoint), keeps the exact
+    /// intraday views and the live windows (1-minute and 5-minute bars, trader sessions),
+    /// writes events later than the allowed lateness to l1/late_events, and checkpoints its
+    /// state with the input offsets. Runs until SIGINT/SIGTERM, then checkpoints.
     Speed {
         #[command(flatten)]
         lake: LakeArg,
         #[command(flatten)]
         brokers: BrokersArg,
+        #[command(flatten)]
+        speed: speed::SpeedArgs,
     },
     /// Batch jobs L1 -> L2 -> L3 per business date.
     Batch {
@@ -286,9 +294,13 @@ async fn run(Cli { common, command }: Cli) -> Result<String> {
             let cfg = load(&common, Some(&lake), Some(&brokers))?;
             ingest::run(cfg, ingest).await
         }
-        Command::Speed { lake, brokers } => {
-            load(&common, Some(&lake), Some(&brokers))?;
-            Err(not_yet("speed"))
+        Command::Speed {
+            lake,
+            brokers,
+            speed,
+        } => {
+            let cfg = load(&common, Some(&lake), Some(&brokers))?;
+            speed::run(cfg, speed).await
         }
         Command::Batch { command } => {
             match command {

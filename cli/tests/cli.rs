@@ -189,7 +189,7 @@ fn bad_csv_names_file_and_line_and_writes_nothing() {
 
 #[test]
 fn roles_not_built_yet_fail_clearly() {
-    let out = lakehouse(&["speed", "--lake", "memory:///"]);
+    let out = lakehouse(&["serve", "--lake", "memory:///"]);
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("not available in this build yet"),

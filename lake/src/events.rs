@@ -382,6 +382,36 @@ pub fn dead_letters_batch(rows: &[(DeadLetter, KafkaMeta)]) -> Result<RecordBatc
     batch(schema::dead_letters(), cols)
 }
 
+/// An event the speed layer received after its allowed lateness (`l1/late_events`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LateEvent {
+    /// The view it was too late for (e.g. `bars_1m`).
+    pub view: String,
+    /// The view's key (symbol, trader).
+    pub key: String,
+    /// Its event time.
+    pub ts: EventTime,
+    /// The view's watermark when it arrived.
+    pub watermark: EventTime,
+    /// The Kafka payload.
+    pub raw: Option<Vec<u8>>,
+}
+
+/// `l1/late_events` rows, partitioned by the UTC date of the event.
+pub fn late_events_batch(rows: &[(LateEvent, KafkaMeta)]) -> Result<RecordBatch> {
+    let metas: Vec<&KafkaMeta> = rows.iter().map(|(_, m)| m).collect();
+    let mut cols = vec![
+        strings(rows.iter().map(|(l, _)| Some(l.view.as_str()))),
+        strings(rows.iter().map(|(l, _)| Some(l.key.as_str()))),
+        times(rows.iter().map(|(l, _)| Some(l.ts))),
+        times(rows.iter().map(|(l, _)| Some(l.watermark))),
+        binaries(rows.iter().map(|(l, _)| l.raw.as_deref())),
+        dates(rows.iter().map(|(l, _)| event_date(l.ts))),
+    ];
+    cols.extend(kafka_columns(&metas));
+    batch(schema::late_events(), cols)
+}
+
 /// `l1/ref_instruments` rows.
 pub fn instruments_batch(rows: &[Instrument]) -> Result<RecordBatch> {
     batch(
@@ -473,6 +503,17 @@ mod tests {
         assert_eq!(
             dead_letters_batch(&[(d, meta(9))]).unwrap().schema(),
             schema::dead_letters()
+        );
+        let late = LateEvent {
+            view: "bars_1m".into(),
+            key: "AAPL".into(),
+            ts: EventTime::from_micros(5),
+            watermark: EventTime::from_micros(90),
+            raw: None,
+        };
+        assert_eq!(
+            late_events_batch(&[(late, meta(10))]).unwrap().schema(),
+            schema::late_events()
         );
         assert!("HOLD".parse::<Side>().is_err());
         assert_eq!("SELL".parse::<Side>().unwrap(), Side::Sell);

@@ -54,6 +54,18 @@ impl Lake {
         &self.store
     }
 
+    /// The path in [`Lake::store`] of an object at `relative` under the root (for state that
+    /// is not a table, such as speed-layer checkpoints).
+    pub fn object_path(&self, relative: &str) -> deltalake::Path {
+        let base = crate::storage::path_in_store(&self.root);
+        let rel = relative.trim_matches('/');
+        if base.as_ref().is_empty() {
+            deltalake::Path::from(rel)
+        } else {
+            deltalake::Path::from(format!("{}/{rel}", base.as_ref()))
+        }
+    }
+
     /// The URL of a table under the root.
     pub fn table_url(&self, name: &str) -> Result<Url> {
         self.root

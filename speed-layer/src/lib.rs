@@ -6,7 +6,15 @@
 //! - [`bars`]: the exact bar aggregate.
 //! - [`views`]: the exact intraday views (bars, positions, order statistics, large trades,
 //!   last prices) over every consumed event the published batch boundary does not cover.
+//! - [`pipeline`]: raw messages -> views, live windows, late events, fired panes (no I/O);
+//!   [`runner`]: the process around it (Kafka, checkpoints, `l1/late_events`).
+
+pub use config::{SpeedConfig, SpeedTopic};
+pub use runner::{SpeedError, SpeedHandle, Summary, run};
 
 pub mod bars;
+pub mod config;
+pub mod pipeline;
+pub mod runner;
 pub mod views;
 pub mod window;

@@ -84,6 +84,17 @@ impl Boundary {
     }
 }
 
+/// What [`Views::apply`] did with an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// It is in the views now.
+    Added,
+    /// A repeated delivery: dropped.
+    Duplicate,
+    /// The published batch run covers it: not the speed layer's to answer for.
+    Covered,
+}
+
 /// Order flow of one trader.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OrderStats {
@@ -237,9 +248,9 @@ impl Views {
 
     /// Adds one event. A repeated delivery (same trade id or print, same order event, same
     /// exec id) is dropped and counted; an event the boundary covers is dropped. Returns
-    /// whether the event entered the views. Duplicates are recognised for the business
-    /// dates from the boundary's on: a repeat of an event two published runs old is not.
-    pub fn apply(&mut self, e: Input) -> bool {
+    /// what happened to it. Duplicates are recognised for the business dates from the
+    /// boundary's on: a repeat of an event two published runs old is not.
+    pub fn apply(&mut self, e: Input) -> Applied {
         let key = match &e.payload {
             Payload::Trade(t) => t.dedup_key(),
             Payload::Order(o) => format!("o:{}", o.dedup_key()),
@@ -247,14 +258,14 @@ impl Views {
         };
         if !self.seen.entry(e.date).or_default().insert(identity(&key)) {
             self.duplicates += 1;
-            return false;
+            return Applied::Duplicate;
         }
         if self.boundary.covers(&e) {
-            return false;
+            return Applied::Covered;
         }
         self.agg.apply(&e);
         self.log.push(e);
-        true
+        Applied::Added
     }
 
     /// A new batch run was published: drop what `boundary` covers and rebuild. A boundary
@@ -390,6 +401,60 @@ impl Views {
             .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
+    }
+
+    /// Every view as JSON, in a stable order (decimals as text): for dumps and comparisons.
+    pub fn to_json(&mut self) -> serde_json::Value {
+        let text = |d: Option<Decimal>| d.map(|d| d.to_string());
+        let mut symbols: Vec<&String> = self.agg.bars.keys().collect();
+        symbols.sort();
+        let bars: serde_json::Map<String, serde_json::Value> = symbols
+            .into_iter()
+            .map(|s| {
+                let rows: Vec<serde_json::Value> = self.agg.bars[s]
+                    .iter()
+                    .map(|(m, b)| {
+                        serde_json::json!([
+                            EventTime::from_micros(*m).to_string(),
+                            text(b.open()),
+                            text(b.high()),
+                            text(b.low()),
+                            text(b.close()),
+                            text(b.vwap()),
+                            b.volume().to_string(),
+                            b.count()
+                        ])
+                    })
+                    .collect();
+                (s.clone(), serde_json::Value::Array(rows))
+            })
+            .collect();
+        let positions: Vec<serde_json::Value> = self
+            .positions()
+            .into_iter()
+            .map(|((a, s), p)| {
+                serde_json::json!([
+                    a,
+                    s,
+                    p.net_quantity.to_string(),
+                    p.avg_cost.to_string(),
+                    p.realized_pnl.to_string()
+                ])
+            })
+            .collect();
+        let orders: Vec<serde_json::Value> = self
+            .order_stats()
+            .into_iter()
+            .map(|(t, s)| serde_json::json!([t, s.orders, s.modifies, s.cancels, s.executions]))
+            .collect();
+        serde_json::json!({
+            "events": self.events(),
+            "duplicates": self.duplicates(),
+            "pending_restatement": self.pending_restatement(),
+            "bars_1m": bars,
+            "positions": positions,
+            "order_stats": orders,
+        })
     }
 
     /// The latest print's price of `symbol` (by event time, then partition and offset).

@@ -8,3 +8,4 @@ mod lake_contract;
 mod python;
 mod s3;
 mod simulate;
+mod speed;

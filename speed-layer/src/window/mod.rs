@@ -73,8 +73,9 @@ pub enum WindowKind {
     },
 }
 
-/// What each pane carries.
+/// What each pane carries (config text: `discarding`, `accumulating`, `retracting`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Accumulation {
     /// The elements since the previous pane.
     Discarding,

@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 
 use lakehouse_lake::decode::{DecodeConfig, Decoded, EventKind, decode_as};
 use lakehouse_lake::events::{KafkaMeta, LateEvent};
-use lakehouse_lake::{BusinessCalendar, EventTime};
+use lakehouse_lake::{BusinessCalendar, BusinessDate, EventTime};
 use serde::{Deserialize, Serialize};
 
 use crate::bars::{Bar, Print};
@@ -155,6 +155,29 @@ pub struct Message<'a> {
     pub payload: &'a [u8],
 }
 
+/// Business dates by minute: the calendar's cut-off is whole minutes, so one lookup serves a
+/// minute of events.
+#[derive(Default)]
+struct DateCache {
+    minute: Option<i64>,
+    date: Option<BusinessDate>,
+}
+
+impl DateCache {
+    fn date(&mut self, calendar: &BusinessCalendar, ts: EventTime) -> BusinessDate {
+        let minute = ts.micros().div_euclid(MINUTE);
+        match (self.minute, self.date) {
+            (Some(m), Some(d)) if m == minute => d,
+            _ => {
+                let d = calendar.business_date(ts);
+                self.minute = Some(minute);
+                self.date = Some(d);
+                d
+            }
+        }
+    }
+}
+
 /// The processing of the speed layer.
 pub struct Pipeline {
     cfg: SpeedConfig,
@@ -165,6 +188,7 @@ pub struct Pipeline {
     decode: DecodeConfig,
     bar_panes: Vec<Pane<String, Bar>>,
     session_panes: Vec<Pane<String, Activity>>,
+    dates: DateCache,
 }
 
 impl Pipeline {
@@ -192,6 +216,7 @@ impl Pipeline {
             decode,
             bar_panes: Vec::new(),
             session_panes: Vec::new(),
+            dates: DateCache::default(),
         }
     }
 
@@ -225,12 +250,13 @@ impl Pipeline {
     pub fn process(&mut self, m: Message<'_>, now: i64, out: &mut Output) {
         let topic = self.topics[m.topic].clone();
         let replay = self.replaying(&topic, m.partition, m.offset);
-        self.state
-            .replay_from
-            .entry(topic.to_string())
-            .or_default()
-            .entry(m.partition)
-            .or_insert(m.offset);
+        if self.replay_from(&topic, m.partition).is_none() {
+            self.state
+                .replay_from
+                .entry(topic.to_string())
+                .or_default()
+                .insert(m.partition, m.offset);
+        }
         let t = &self.cfg.topics[m.topic];
         let decoded = decode_as(t.format, t.kind, m.payload, &self.decode);
         let meta = || KafkaMeta {
@@ -254,48 +280,77 @@ impl Pipeline {
             }
         };
         // a repeated delivery reaches neither the views nor the live windows
-        let payloads: Vec<Payload> = {
+        let mut admitted: Vec<(Payload, BusinessDate, bool)> = Vec::with_capacity(payloads.len());
+        {
             let mut views = self.views.write().unwrap_or_else(|e| e.into_inner());
-            payloads
-                .into_iter()
-                .filter(|p| {
-                    views.apply(Input {
-                        topic: topic.clone(),
-                        partition: m.partition,
-                        offset: m.offset,
-                        date: self.calendar.business_date(p.ts()),
-                        payload: p.clone(),
-                    }) != Applied::Duplicate
-                })
-                .collect()
-        };
-        if replay {
-            return;
+            for p in payloads {
+                let date = self.dates.date(&self.calendar, p.ts());
+                match views.admit(&topic, m.partition, m.offset, date, &p) {
+                    Applied::Duplicate => {}
+                    Applied::Covered => admitted.push((p, date, false)),
+                    Applied::Added => admitted.push((p, date, true)),
+                }
+            }
         }
-        for p in payloads {
-            match (&p, t.kind) {
-                (Payload::Trade(tr), _) => {
-                    let print = Print {
-                        ts: tr.ts.micros(),
-                        partition: m.partition,
-                        offset: m.offset,
-                        price: tr.price,
-                        volume: tr.volume,
-                    };
-                    for (view, op) in [
-                        ("bars_1m", &mut self.state.bars_1m),
-                        ("bars_5m", &mut self.state.bars_5m),
-                    ] {
+        for (p, date, added) in admitted {
+            if !replay {
+                match (&p, t.kind) {
+                    (Payload::Trade(tr), _) => {
+                        let print = Print {
+                            ts: tr.ts.micros(),
+                            partition: m.partition,
+                            offset: m.offset,
+                            price: tr.price,
+                            volume: tr.volume,
+                        };
+                        for (view, op) in [
+                            ("bars_1m", &mut self.state.bars_1m),
+                            ("bars_5m", &mut self.state.bars_5m),
+                        ] {
+                            let wm = op.watermark();
+                            if op.process(
+                                pid,
+                                &tr.symbol,
+                                print.ts,
+                                &print,
+                                now,
+                                &mut self.bar_panes,
+                            ) == Admit::Late
+                            {
+                                self.state.late += 1;
+                                out.late.push((
+                                    LateEvent {
+                                        view: view.into(),
+                                        key: tr.symbol.clone(),
+                                        ts: tr.ts,
+                                        watermark: EventTime::from_micros(wm),
+                                        raw: Some(m.payload.to_vec()),
+                                    },
+                                    meta(),
+                                ));
+                            }
+                            forward(
+                                view,
+                                &mut self.bar_panes,
+                                op.watermark(),
+                                PaneValue::Bar,
+                                out,
+                            );
+                        }
+                    }
+                    (Payload::Order(o), EventKind::Orders) => {
+                        let op = &mut self.state.sessions;
                         let wm = op.watermark();
-                        if op.process(pid, &tr.symbol, print.ts, &print, now, &mut self.bar_panes)
+                        let ts = o.ts.micros();
+                        if op.process(pid, &o.trader, ts, &ts, now, &mut self.session_panes)
                             == Admit::Late
                         {
                             self.state.late += 1;
                             out.late.push((
                                 LateEvent {
-                                    view: view.into(),
-                                    key: tr.symbol.clone(),
-                                    ts: tr.ts,
+                                    view: "trader_sessions".into(),
+                                    key: o.trader.clone(),
+                                    ts: o.ts,
                                     watermark: EventTime::from_micros(wm),
                                     raw: Some(m.payload.to_vec()),
                                 },
@@ -303,49 +358,41 @@ impl Pipeline {
                             ));
                         }
                         forward(
-                            view,
-                            &mut self.bar_panes,
+                            "trader_sessions",
+                            &mut self.session_panes,
                             op.watermark(),
-                            PaneValue::Bar,
+                            PaneValue::Activity,
                             out,
                         );
                     }
+                    _ => {}
                 }
-                (Payload::Order(o), EventKind::Orders) => {
-                    let op = &mut self.state.sessions;
-                    let wm = op.watermark();
-                    let ts = o.ts.micros();
-                    if op.process(pid, &o.trader, ts, &ts, now, &mut self.session_panes)
-                        == Admit::Late
-                    {
-                        self.state.late += 1;
-                        out.late.push((
-                            LateEvent {
-                                view: "trader_sessions".into(),
-                                key: o.trader.clone(),
-                                ts: o.ts,
-                                watermark: EventTime::from_micros(wm),
-                                raw: Some(m.payload.to_vec()),
-                            },
-                            meta(),
-                        ));
-                    }
-                    forward(
-                        "trader_sessions",
-                        &mut self.session_panes,
-                        op.watermark(),
-                        PaneValue::Activity,
-                        out,
-                    );
-                }
-                _ => {}
+            }
+            if added {
+                let mut views = self.views.write().unwrap_or_else(|e| e.into_inner());
+                views.insert(Input {
+                    topic: topic.clone(),
+                    partition: m.partition,
+                    offset: m.offset,
+                    date,
+                    payload: p,
+                });
             }
         }
-        self.state
-            .next
-            .entry(topic.to_string())
-            .or_default()
-            .insert(m.partition, m.offset + 1);
+        if replay {
+            return;
+        }
+        match self.state.next.get_mut(&*topic) {
+            Some(parts) => {
+                parts.insert(m.partition, m.offset + 1);
+            }
+            None => {
+                self.state.next.insert(
+                    topic.to_string(),
+                    BTreeMap::from([(m.partition, m.offset + 1)]),
+                );
+            }
+        }
     }
 
     /// Processing time moved on: idleness and early triggers.

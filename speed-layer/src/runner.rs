@@ -90,6 +90,31 @@ pub struct Summary {
     pub checkpoints: u64,
     /// Late events written.
     pub late: u64,
+    /// Freshness: per message processed, the time from its Kafka timestamp to the moment the
+    /// views held it, as a histogram of whole milliseconds (the last bucket holds 10 s and
+    /// more).
+    pub freshness_ms: Vec<u64>,
+}
+
+const FRESHNESS_BUCKETS: usize = 10_001;
+
+impl Summary {
+    /// The `q`-quantile (0..=1) of the freshness histogram, in ms.
+    pub fn freshness_quantile(&self, q: f64) -> Option<u64> {
+        let total: u64 = self.freshness_ms.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (ms, n) in self.freshness_ms.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return Some(ms as u64);
+            }
+        }
+        None
+    }
 }
 
 const PIPELINE: &str = "speed";
@@ -289,7 +314,11 @@ pub async fn run(
         .set("group.id", &cfg.group_id)
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
-        .set("auto.offset.reset", "error");
+        .set("auto.offset.reset", "error")
+        // a fetch answers with 64 KiB or after 50 ms, whichever first: large batches when
+        // busy (the broker's cost is per fetch), short waits when quiet (freshness)
+        .set("fetch.min.bytes", "65536")
+        .set("fetch.wait.max.ms", "50");
     for (k, v) in &cfg.kafka_properties {
         client.set(k, v);
     }
@@ -331,7 +360,10 @@ pub async fn run(
     let panes_tx = handle.panes.clone();
     let worker = tokio::task::spawn_blocking(move || -> Result<Summary, SpeedError> {
         let mut pipeline = Pipeline::new(cfg, calendar, views, state);
-        let mut summary = Summary::default();
+        let mut summary = Summary {
+            freshness_ms: vec![0; FRESHNESS_BUCKETS],
+            ..Summary::default()
+        };
         let mut out = Output::default();
         let mut late: Vec<(LateEvent, KafkaMeta)> = Vec::new();
         let topic_index: HashMap<String, usize> = pipeline_topics(&pipeline);
@@ -348,6 +380,8 @@ pub async fn run(
                 let replay = pipeline
                     .next_offset(m.topic(), m.partition())
                     .is_some_and(|n| m.offset() < n);
+                let kafka_ms = m.timestamp().to_millis();
+                let now = now_us();
                 pipeline.process(
                     Message {
                         topic,
@@ -356,13 +390,17 @@ pub async fn run(
                         kafka_ts: m.timestamp().to_millis(),
                         payload: m.payload().unwrap_or_default(),
                     },
-                    now_us(),
+                    now,
                     &mut out,
                 );
                 if replay {
                     summary.replayed += 1;
                 } else {
                     summary.messages += 1;
+                    if let Some(ms) = kafka_ms {
+                        let age = (now / 1000 - ms).clamp(0, FRESHNESS_BUCKETS as i64 - 1);
+                        summary.freshness_ms[age as usize] += 1;
+                    }
                 }
             }
             if last_tick.elapsed() >= Duration::from_millis(100) {

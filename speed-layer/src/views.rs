@@ -6,7 +6,7 @@
 //! depend on the order they arrived in, and a rebuild after a boundary move is exact.
 
 use std::collections::{BTreeMap, HashSet};
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use lakehouse_lake::events::{Execution, Lifecycle, MarketTrade, Order, OrderAction, Side};
@@ -67,11 +67,17 @@ pub struct Boundary {
 impl Boundary {
     /// Does the batch run cover this event?
     pub fn covers(&self, e: &Input) -> bool {
-        self.date.is_some_and(|d| e.date <= d)
+        self.covers_at(&e.topic, e.partition, e.offset, e.date)
+    }
+
+    /// Does the batch run cover an event at this position and date?
+    pub fn covers_at(&self, topic: &str, partition: i32, offset: i64, date: BusinessDate) -> bool {
+        self.date.is_some_and(|d| date <= d)
+            && !self.offsets.is_empty()
             && self
                 .offsets
-                .get(&(e.topic.to_string(), e.partition))
-                .is_some_and(|&b| e.offset <= b)
+                .get(&(topic.to_string(), partition))
+                .is_some_and(|&b| offset <= b)
     }
 
     /// Is `self` at or beyond `other` everywhere (boundaries only move forward)?
@@ -162,28 +168,37 @@ impl Aggregates {
                     volume: t.volume,
                 };
                 let minute = print.ts - print.ts.rem_euclid(MINUTE);
-                self.bars
-                    .entry(t.symbol.clone())
-                    .or_default()
-                    .entry(minute)
-                    .or_default()
-                    .add(&print);
+                match self.bars.get_mut(&t.symbol) {
+                    Some(m) => m.entry(minute).or_default().add(&print),
+                    None => {
+                        let mut bar = Bar::default();
+                        bar.add(&print);
+                        self.bars
+                            .insert(t.symbol.clone(), BTreeMap::from([(minute, bar)]));
+                    }
+                }
                 let rank = (t.ts, e.partition, e.offset);
-                let last = self.last.entry(t.symbol.clone()).or_insert((rank, t.price));
-                if rank > last.0 {
-                    *last = (rank, t.price);
+                match self.last.get_mut(&t.symbol) {
+                    Some(last) if rank > last.0 => *last = (rank, t.price),
+                    Some(_) => {}
+                    None => {
+                        self.last.insert(t.symbol.clone(), (rank, t.price));
+                    }
                 }
             }
             Payload::Order(o) => {
-                let s = self.orders.entry(o.trader.clone()).or_default();
+                if !self.orders.contains_key(&o.trader) {
+                    self.orders.insert(o.trader.clone(), OrderStats::default());
+                }
+                let s = self.orders.get_mut(&o.trader).expect("inserted");
                 match o.action {
                     OrderAction::New => s.orders += 1,
                     OrderAction::Modify => s.modifies += 1,
                     OrderAction::Cancel => s.cancels += 1,
                 }
-                self.traders
-                    .entry(o.order_id.clone())
-                    .or_insert_with(|| o.trader.clone());
+                if o.action == OrderAction::New && !self.traders.contains_key(&o.order_id) {
+                    self.traders.insert(o.order_id.clone(), o.trader.clone());
+                }
                 if let Some(n) = self.orphan_fills.remove(&o.order_id) {
                     s.executions += n;
                 }
@@ -202,12 +217,49 @@ impl Aggregates {
     }
 }
 
+/// Events in arrival order, in fixed-size chunks: appending never moves what is stored.
+#[derive(Clone, Debug, Default)]
+struct Log {
+    chunks: Vec<Vec<Input>>,
+}
+
+const CHUNK: usize = 16_384;
+
+impl Log {
+    fn push(&mut self, e: Input) {
+        match self.chunks.last_mut() {
+            Some(c) if c.len() < CHUNK => c.push(e),
+            _ => {
+                let mut c = Vec::with_capacity(CHUNK);
+                c.push(e);
+                self.chunks.push(c);
+            }
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Input> {
+        self.chunks.iter().flatten()
+    }
+
+    fn retain(&mut self, keep: impl Fn(&Input) -> bool) {
+        let kept: Vec<Input> = self
+            .chunks
+            .drain(..)
+            .flatten()
+            .filter(|e| keep(e))
+            .collect();
+        for e in kept {
+            self.push(e);
+        }
+    }
+}
+
 /// The views, over the events the current boundary does not cover.
 #[derive(Clone, Debug)]
 pub struct Views {
     calendar: BusinessCalendar,
     boundary: Boundary,
-    log: Vec<Input>,
+    log: Log,
     agg: Aggregates,
     /// Identities of every delivery seen, per business date (128-bit hashes of the dedup
     /// keys), from the boundary's date on.
@@ -215,17 +267,46 @@ pub struct Views {
     duplicates: u64,
 }
 
-/// A 128-bit hash of a dedup key: two SipHash runs with fixed, different prefixes, so it is
-/// the same in every process (checkpoints) and a collision is out of reach (about 1e-24 for a
-/// day of 16M events).
-fn identity(key: &str) -> u128 {
-    let half = |salt: u8| {
-        let mut h = DefaultHasher::new();
-        salt.hash(&mut h);
-        key.hash(&mut h);
+/// The identity of a delivery for duplicate removal, as 128 bits: the fields of
+/// [`MarketTrade::dedup_key`] / [`Order::dedup_key`] / the exec id, hashed twice with
+/// different fixed seeds (no string built per event). A collision is out of reach (about
+/// 1e-24 for a day of 16M events); the set is rebuilt by replay, never persisted.
+fn identity(p: &Payload) -> u128 {
+    let half = |seed: u64| {
+        let mut h = foldhash::quality::FixedState::with_seed(seed).build_hasher();
+        match p {
+            Payload::Trade(t) => match &t.trade_id {
+                Some(id) => (0u8, id).hash(&mut h),
+                None => (
+                    1u8,
+                    &t.symbol,
+                    &t.venue,
+                    t.ts.micros(),
+                    t.price.raw(),
+                    t.volume.raw(),
+                    &t.conditions,
+                )
+                    .hash(&mut h),
+            },
+            Payload::Order(o) => (
+                2u8,
+                &o.order_id,
+                o.action,
+                o.ts.micros(),
+                &o.account,
+                &o.trader,
+                &o.symbol,
+                o.side,
+                o.order_type,
+                o.price.map(Decimal::raw),
+                o.quantity.raw(),
+            )
+                .hash(&mut h),
+            Payload::Execution(x) => (3u8, &x.exec_id).hash(&mut h),
+        }
         h.finish()
     };
-    (u128::from(half(0)) << 64) | u128::from(half(1))
+    (u128::from(half(0x9E37_79B9)) << 64) | u128::from(half(0x85EB_CA6B))
 }
 
 impl Views {
@@ -234,7 +315,7 @@ impl Views {
         Views {
             calendar,
             boundary: Boundary::default(),
-            log: Vec::new(),
+            log: Log::default(),
             agg: Aggregates::default(),
             seen: BTreeMap::new(),
             duplicates: 0,
@@ -251,21 +332,37 @@ impl Views {
     /// what happened to it. Duplicates are recognised for the business dates from the
     /// boundary's on: a repeat of an event two published runs old is not.
     pub fn apply(&mut self, e: Input) -> Applied {
-        let key = match &e.payload {
-            Payload::Trade(t) => t.dedup_key(),
-            Payload::Order(o) => format!("o:{}", o.dedup_key()),
-            Payload::Execution(x) => format!("x:{}", x.exec_id),
-        };
-        if !self.seen.entry(e.date).or_default().insert(identity(&key)) {
+        let applied = self.admit(&e.topic, e.partition, e.offset, e.date, &e.payload);
+        if applied == Applied::Added {
+            self.insert(e);
+        }
+        applied
+    }
+
+    /// The first half of [`Views::apply`]: decides (and records the identity) without taking
+    /// the event; an event found [`Applied::Added`] must then be given to [`Views::insert`].
+    pub fn admit(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        date: BusinessDate,
+        payload: &Payload,
+    ) -> Applied {
+        if !self.seen.entry(date).or_default().insert(identity(payload)) {
             self.duplicates += 1;
             return Applied::Duplicate;
         }
-        if self.boundary.covers(&e) {
+        if self.boundary.covers_at(topic, partition, offset, date) {
             return Applied::Covered;
         }
+        Applied::Added
+    }
+
+    /// The second half of [`Views::apply`], for an event [`Views::admit`] found added.
+    pub fn insert(&mut self, e: Input) {
         self.agg.apply(&e);
         self.log.push(e);
-        Applied::Added
     }
 
     /// A new batch run was published: drop what `boundary` covers and rebuild. A boundary
@@ -279,7 +376,7 @@ impl Views {
         }
         self.log.retain(|e| !boundary.covers(e));
         let mut agg = Aggregates::default();
-        for e in &self.log {
+        for e in self.log.iter() {
             agg.apply(e);
         }
         self.agg = agg;
@@ -310,9 +407,9 @@ impl Views {
         }
     }
 
-    /// The events in the views, in arrival order (for checkpoints).
-    pub fn log(&self) -> &[Input] {
-        &self.log
+    /// The events in the views, in arrival order.
+    pub fn log(&self) -> impl Iterator<Item = &Input> {
+        self.log.iter()
     }
 
     /// Bars of `symbol` whose bucket starts in `[from, to)`, oldest first. Day bars are keyed

@@ -35,11 +35,27 @@ pub(crate) async fn run(cfg: Config, args: SpeedArgs) -> Result<String> {
     .await
     .context("speed layer failed")?;
     if let Some(path) = &args.dump_views {
-        let json = handle
-            .views
-            .write()
+        let reference = handle
+            .reference
+            .read()
             .unwrap_or_else(|e| e.into_inner())
-            .to_json();
+            .clone();
+        let mut views = handle.views.write().unwrap_or_else(|e| e.into_inner());
+        let mut json = views.to_json();
+        let (exposure, unpriced) = views.exposure(&reference);
+        json["desk_exposure"] = exposure
+            .iter()
+            .map(|e| {
+                serde_json::json!([
+                    e.desk,
+                    e.asset_class,
+                    e.currency,
+                    e.gross_notional.to_string(),
+                    e.net_notional.to_string()
+                ])
+            })
+            .collect();
+        json["unpriced_positions"] = unpriced.len().into();
         let text = serde_json::to_string_pretty(&json)?;
         std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
     }

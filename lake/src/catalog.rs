@@ -129,6 +129,8 @@ pub mod names {
     pub const BATCH_LEDGER: &str = "system/batch_ledger";
     /// Speed-layer checkpoints.
     pub const SPEED_CHECKPOINTS: &str = "system/speed_checkpoints";
+    /// Panes the speed layer fired.
+    pub const SPEED_PANES: &str = "system/speed_panes";
     /// Query audit.
     pub const QUERY_AUDIT: &str = "system/query_audit";
 }
@@ -284,6 +286,14 @@ pub fn tables() -> Vec<TableDef> {
             &[],
             AppendOnly,
             "speed-layer checkpoints",
+        ),
+        def(
+            names::SPEED_PANES,
+            System,
+            schema::speed_panes(),
+            &[schema::COL_EMITTED_DATE],
+            AppendOnly,
+            "every pane the speed layer fired (view, key, window, timing, value)",
         ),
         def(
             names::QUERY_AUDIT,

@@ -39,6 +39,7 @@ pub mod events;
 pub mod kafka;
 mod lake;
 pub mod positions;
+pub mod reference;
 pub mod schema;
 pub mod storage;
 pub mod table;

@@ -325,6 +325,27 @@ pub fn speed_checkpoints() -> SchemaRef {
     ]))
 }
 
+/// Partition column of `system/speed_panes`: the UTC date the pane was emitted.
+pub const COL_EMITTED_DATE: &str = "emitted_date";
+
+/// `system/speed_panes`: every pane the speed layer's live windows fired, for audit.
+pub fn speed_panes() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        date(COL_EMITTED_DATE),
+        ts("emitted_at", false),
+        utf8("view", false),
+        utf8("key", false),
+        ts("window_start", false),
+        ts("window_end", false),
+        utf8("timing", false),
+        i64f("pane_index", false),
+        Field::new("is_final", DataType::Boolean, false),
+        Field::new("retraction", DataType::Boolean, false),
+        utf8("value", false),
+        ts("watermark", true),
+    ]))
+}
+
 /// Partition column of `system/query_audit`.
 pub const COL_AUDIT_DATE: &str = "audit_date";
 

@@ -52,6 +52,8 @@ pub struct SpeedConfig {
     /// Gap that ends a trader's activity session.
     #[serde(with = "humantime_serde")]
     pub session_gap: Duration,
+    /// Append every fired pane to `system/speed_panes`.
+    pub pane_audit: bool,
     /// Larger messages are skipped (and counted) as undecodable.
     pub max_message_bytes: usize,
     /// Extra librdkafka consumer properties.
@@ -79,6 +81,7 @@ impl Default for SpeedConfig {
             early_every: Some(Duration::from_secs(1)),
             accumulation: Accumulation::Accumulating,
             session_gap: Duration::from_secs(300),
+            pane_audit: true,
             max_message_bytes: 1 << 20,
             kafka_properties: BTreeMap::new(),
         }

@@ -53,6 +53,26 @@ pub enum PaneValue {
     Activity(Activity),
 }
 
+impl PaneValue {
+    /// Readable JSON: a bar's open, high, low, close, VWAP (decimal text), volume and count;
+    /// a session's event count and first and last event times.
+    pub fn to_json(&self) -> serde_json::Value {
+        let text = |d: Option<lakehouse_lake::Decimal>| d.map(|d| d.to_string());
+        match self {
+            PaneValue::Bar(b) => serde_json::json!({
+                "open": text(b.open()), "high": text(b.high()), "low": text(b.low()),
+                "close": text(b.close()), "vwap": text(b.vwap()),
+                "volume": b.volume().to_string(), "count": b.count(),
+            }),
+            PaneValue::Activity(a) => serde_json::json!({
+                "events": a.events,
+                "first": a.first.map(|t| EventTime::from_micros(t).to_string()),
+                "last": a.last.map(|t| EventTime::from_micros(t).to_string()),
+            }),
+        }
+    }
+}
+
 /// A fired pane with the view it belongs to and the watermark when it fired.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct FiredPane {

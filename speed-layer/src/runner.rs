@@ -19,6 +19,7 @@ use deltalake::arrow::datatypes::{DataType, TimestampMicrosecondType};
 use deltalake::logstore::object_store::ObjectStoreExt;
 use lakehouse_lake::catalog::{self, names};
 use lakehouse_lake::events::{KafkaMeta, LateEvent, late_events_batch};
+use lakehouse_lake::reference::Reference;
 use lakehouse_lake::{
     BusinessCalendar, EventTime, Lake, Offset, OffsetRanges, PipelineId, Table, TopicPartition,
 };
@@ -60,11 +61,14 @@ impl From<lakehouse_lake::Error> for SpeedError {
     }
 }
 
-/// What the serving layer holds: the views and the stream of fired panes.
+/// What the serving layer holds: the views, the reference data they are valued with, and the
+/// stream of fired panes.
 #[derive(Clone)]
 pub struct SpeedHandle {
     /// The exact views.
     pub views: Arc<RwLock<Views>>,
+    /// Reference data (desks, asset classes), reloaded from the lake as it changes.
+    pub reference: Arc<RwLock<Reference>>,
     /// Fired panes, for subscriptions.
     pub panes: broadcast::Sender<Arc<FiredPane>>,
 }
@@ -74,6 +78,7 @@ impl SpeedHandle {
     pub fn new(calendar: BusinessCalendar) -> SpeedHandle {
         SpeedHandle {
             views: Arc::new(RwLock::new(Views::new(calendar))),
+            reference: Arc::new(RwLock::new(Reference::default())),
             panes: broadcast::channel(4096).0,
         }
     }
@@ -204,13 +209,21 @@ async fn load_state(lake: &Lake, table: &Table, cfg: &SpeedConfig) -> Result<Sta
 
 /// Writes a checkpoint: late events (exactly once), the state object, the row that publishes
 /// it.
+/// The tables a checkpoint writes to.
+struct Tables {
+    late: Table,
+    panes: Table,
+    checkpoints: Table,
+}
+
 async fn checkpoint(
     lake: &Lake,
-    late_table: &mut Table,
-    ckpt_table: &mut Table,
+    tables: &mut Tables,
     late: &mut Vec<(LateEvent, KafkaMeta)>,
+    panes: &mut Vec<(i64, Arc<FiredPane>)>,
     state: &State,
 ) -> Result<(), SpeedError> {
+    let late_table = &mut tables.late;
     if !late.is_empty() {
         let pipeline = PipelineId::new(PIPELINE);
         late_table.refresh().await?;
@@ -243,6 +256,14 @@ async fn checkpoint(
         }
         late.clear();
     }
+    if !panes.is_empty() {
+        // the audit of what was emitted: a pane emitted again after a crash is recorded again
+        tables
+            .panes
+            .append(vec![pane_rows(panes)?], HashMap::new())
+            .await?;
+        panes.clear();
+    }
     let id = format!(
         "{:020}-{}",
         EventTime::now().micros(),
@@ -257,7 +278,7 @@ async fn checkpoint(
     let offsets =
         serde_json::to_string(&state.next).map_err(|e| SpeedError::Checkpoint(e.to_string()))?;
     let row = checkpoint_row(&id, &path, &offsets, state.bars_1m.watermark())?;
-    ckpt_table.append(vec![row], HashMap::new()).await?;
+    tables.checkpoints.append(vec![row], HashMap::new()).await?;
     Ok(())
 }
 
@@ -288,6 +309,73 @@ fn checkpoint_row(
     .map_err(|e| SpeedError::Checkpoint(e.to_string()))
 }
 
+/// `system/speed_panes` rows for panes fired at `emitted_at` (µs).
+fn pane_rows(
+    panes: &[(i64, Arc<FiredPane>)],
+) -> Result<deltalake::arrow::record_batch::RecordBatch, SpeedError> {
+    use deltalake::arrow::array::{
+        BooleanArray, Date32Array, Int64Array, TimestampMicrosecondArray,
+    };
+    let ts =
+        |v: Vec<Option<i64>>| Arc::new(TimestampMicrosecondArray::from(v).with_timezone("UTC"));
+    let strings = |v: Vec<String>| Arc::new(StringArray::from(v));
+    let day = |us: i64| {
+        lakehouse_lake::BusinessDate(EventTime::from_micros(us).utc_date()).days_since_epoch()
+    };
+    let cols: Vec<Arc<dyn Array>> = vec![
+        Arc::new(Date32Array::from(
+            panes.iter().map(|(at, _)| day(*at)).collect::<Vec<_>>(),
+        )),
+        ts(panes.iter().map(|(at, _)| Some(*at)).collect()),
+        strings(panes.iter().map(|(_, p)| p.view.to_string()).collect()),
+        strings(panes.iter().map(|(_, p)| p.pane.key.clone()).collect()),
+        ts(panes
+            .iter()
+            .map(|(_, p)| Some(p.pane.window.start))
+            .collect()),
+        ts(panes.iter().map(|(_, p)| Some(p.pane.window.end)).collect()),
+        strings(
+            panes
+                .iter()
+                .map(|(_, p)| p.pane.timing.as_str().to_string())
+                .collect(),
+        ),
+        Arc::new(Int64Array::from(
+            panes
+                .iter()
+                .map(|(_, p)| i64::from(p.pane.index))
+                .collect::<Vec<_>>(),
+        )),
+        Arc::new(BooleanArray::from(
+            panes
+                .iter()
+                .map(|(_, p)| p.pane.is_final)
+                .collect::<Vec<_>>(),
+        )),
+        Arc::new(BooleanArray::from(
+            panes
+                .iter()
+                .map(|(_, p)| p.pane.retraction)
+                .collect::<Vec<_>>(),
+        )),
+        strings(
+            panes
+                .iter()
+                .map(|(_, p)| p.pane.value.to_json().to_string())
+                .collect(),
+        ),
+        ts(panes
+            .iter()
+            .map(|(_, p)| (p.watermark > i64::MIN).then_some(p.watermark))
+            .collect()),
+    ];
+    deltalake::arrow::record_batch::RecordBatch::try_new(
+        lakehouse_lake::schema::speed_panes(),
+        cols,
+    )
+    .map_err(|e| SpeedError::Checkpoint(e.to_string()))
+}
+
 async fn table(lake: &Lake, name: &str) -> Result<Table, SpeedError> {
     let def = catalog::table(name)
         .ok_or_else(|| SpeedError::Config(format!("{name} is not in the catalog")))?;
@@ -304,9 +392,13 @@ pub async fn run(
     stop: impl Future<Output = ()> + Send,
 ) -> Result<Summary, SpeedError> {
     cfg.validate().map_err(SpeedError::Config)?;
-    let mut late_table = table(&lake, names::LATE_EVENTS).await?;
-    let mut ckpt_table = table(&lake, names::SPEED_CHECKPOINTS).await?;
-    let state = load_state(&lake, &ckpt_table, &cfg).await?;
+    let mut tables = Tables {
+        late: table(&lake, names::LATE_EVENTS).await?,
+        panes: table(&lake, names::SPEED_PANES).await?,
+        checkpoints: table(&lake, names::SPEED_CHECKPOINTS).await?,
+    };
+    let state = load_state(&lake, &tables.checkpoints, &cfg).await?;
+    *handle.reference.write().unwrap_or_else(|e| e.into_inner()) = Reference::load(&lake).await?;
 
     let mut client = ClientConfig::new();
     client
@@ -356,8 +448,10 @@ pub async fn run(
     let flag = stopping.clone();
     let rt = Handle::current();
     let interval = cfg.checkpoint_interval;
+    let pipeline_audit = cfg.pane_audit;
     let views = handle.views.clone();
     let panes_tx = handle.panes.clone();
+    let reference = handle.reference.clone();
     let worker = tokio::task::spawn_blocking(move || -> Result<Summary, SpeedError> {
         let mut pipeline = Pipeline::new(cfg, calendar, views, state);
         let mut summary = Summary {
@@ -366,6 +460,8 @@ pub async fn run(
         };
         let mut out = Output::default();
         let mut late: Vec<(LateEvent, KafkaMeta)> = Vec::new();
+        let mut audit: Vec<(i64, Arc<FiredPane>)> = Vec::new();
+        let pane_audit = pipeline_audit;
         let topic_index: HashMap<String, usize> = pipeline_topics(&pipeline);
         let mut last_ckpt = Instant::now();
         let mut last_tick = Instant::now();
@@ -409,19 +505,30 @@ pub async fn run(
             }
             summary.late += out.late.len() as u64;
             late.append(&mut out.late);
-            for p in out.panes.drain(..) {
-                let _ = panes_tx.send(Arc::new(p));
+            if !out.panes.is_empty() {
+                let at = now_us();
+                for p in out.panes.drain(..) {
+                    let p = Arc::new(p);
+                    if pane_audit {
+                        audit.push((at, p.clone()));
+                    }
+                    let _ = panes_tx.send(p);
+                }
             }
             if stop || last_ckpt.elapsed() >= interval {
                 rt.block_on(checkpoint(
                     &lake,
-                    &mut late_table,
-                    &mut ckpt_table,
+                    &mut tables,
                     &mut late,
+                    &mut audit,
                     pipeline.state(),
                 ))?;
                 summary.checkpoints += 1;
                 last_ckpt = Instant::now();
+                if summary.checkpoints.is_multiple_of(10) {
+                    let fresh = rt.block_on(Reference::load(&lake))?;
+                    *reference.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+                }
             }
             if stop {
                 return Ok(summary);

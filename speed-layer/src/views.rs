@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use lakehouse_lake::events::{Execution, Lifecycle, MarketTrade, Order, OrderAction, Side};
 use lakehouse_lake::positions::{Position, Positions};
+use lakehouse_lake::reference::{ExposureReport, Reference, desk_exposure};
 use lakehouse_lake::{BusinessCalendar, BusinessDate, Decimal, EventTime};
 use rustc_hash::FxHashMap;
 
@@ -552,6 +553,21 @@ impl Views {
             "positions": positions,
             "order_stats": orders,
         })
+    }
+
+    /// Desk exposure of the positions in the views, marked at each symbol's latest print;
+    /// positions of symbols without a print are returned apart.
+    pub fn exposure(&mut self, reference: &Reference) -> ExposureReport {
+        let positions = self.positions();
+        let last = &self.agg.last;
+        desk_exposure(
+            positions
+                .iter()
+                .map(|((a, s), p)| (a.as_str(), s.as_str(), *p)),
+            |s| last.get(s).map(|(_, p)| *p),
+            reference,
+        )
+        .unwrap_or_default()
     }
 
     /// The latest print's price of `symbol` (by event time, then partition and offset).

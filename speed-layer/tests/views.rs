@@ -254,3 +254,60 @@ fn large_trades_follow_amends_and_cancels() {
     assert_eq!(got, want);
     assert!(v.large_trades(|_| None).is_empty());
 }
+
+#[test]
+fn desk_exposure_marks_positions_at_the_latest_print() {
+    use lakehouse_lake::reference::{Reference, desk_exposure};
+    let all = deliveries(5, 20_000);
+    let mut v = Views::new(BusinessCalendar::default());
+    all.iter().cloned().for_each(|e| {
+        v.apply(e);
+    });
+    // reference data as the simulator writes it
+    let u = lakehouse_simulator::universe::Universe::new(5, 20, 60, 6, 3);
+    let mut reference = Reference::default();
+    for l in &u.listings {
+        reference
+            .instruments
+            .insert(l.instrument.symbol.clone(), l.instrument.clone());
+    }
+    for a in &u.agents {
+        reference
+            .accounts
+            .insert(a.account.account.clone(), a.account.clone());
+    }
+    // from scratch: positions over every execution, the last print by (ts, partition, offset)
+    let mut positions = Positions::new();
+    let mut last: HashMap<String, ((i64, i32, i64), lakehouse_lake::Decimal)> = HashMap::new();
+    for e in &all {
+        match &e.payload {
+            Payload::Execution(x) => {
+                positions.add(x, e.partition, e.offset);
+            }
+            Payload::Trade(t) => {
+                let rank = (t.ts.micros(), e.partition, e.offset);
+                let entry = last.entry(t.symbol.clone()).or_insert((rank, t.price));
+                if rank > entry.0 {
+                    *entry = (rank, t.price);
+                }
+            }
+            Payload::Order(_) => {}
+        }
+    }
+    let keys = positions.keys();
+    let ps: Vec<_> = keys
+        .iter()
+        .map(|k| {
+            (
+                k.0.as_str(),
+                k.1.as_str(),
+                positions.position(&k.0, &k.1).unwrap(),
+            )
+        })
+        .collect();
+    let want = desk_exposure(ps, |s| last.get(s).map(|(_, p)| *p), &reference).unwrap();
+    let got = v.exposure(&reference);
+    assert!(!want.0.is_empty());
+    assert!(want.0.iter().all(|e| e.desk.starts_with("DESK-")));
+    assert_eq!(got, want);
+}

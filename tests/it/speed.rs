@@ -181,6 +181,71 @@ fn late_rows(rt: &tokio::runtime::Runtime, lake: &Path) -> Vec<(String, String, 
     })
 }
 
+/// (view, key, event time) of every late event.
+fn late_keys(rt: &tokio::runtime::Runtime, lake: &Path) -> Vec<(String, String, i64)> {
+    rt.block_on(async {
+        let lake = open(lake).await;
+        let t = lake.table(names::LATE_EVENTS).await.unwrap();
+        let mut rows = Vec::new();
+        for b in t.read_all().await.unwrap() {
+            let col = |n: &str| cast(b.column_by_name(n).unwrap(), &DataType::Utf8).unwrap();
+            let (view, key) = (col("view"), col("key"));
+            let ts = b
+                .column_by_name("ts")
+                .unwrap()
+                .as_primitive::<TimestampMicrosecondType>()
+                .clone();
+            for i in 0..b.num_rows() {
+                rows.push((
+                    view.as_string::<i32>().value(i).to_string(),
+                    key.as_string::<i32>().value(i).to_string(),
+                    ts.value(i),
+                ));
+            }
+        }
+        rows
+    })
+}
+
+/// (key, window start) -> count of the final (non-retraction) panes of `view`.
+fn final_panes(
+    rt: &tokio::runtime::Runtime,
+    lake: &Path,
+    view: &str,
+) -> BTreeMap<(String, String), u64> {
+    rt.block_on(async {
+        let lake = open(lake).await;
+        let t = lake.table(names::SPEED_PANES).await.unwrap();
+        let mut out = BTreeMap::new();
+        for b in t.read_all().await.unwrap() {
+            let col = |n: &str| cast(b.column_by_name(n).unwrap(), &DataType::Utf8).unwrap();
+            let (v, key, value) = (col("view"), col("key"), col("value"));
+            let start = b
+                .column_by_name("window_start")
+                .unwrap()
+                .as_primitive::<TimestampMicrosecondType>()
+                .clone();
+            let fin = b.column_by_name("is_final").unwrap().as_boolean().clone();
+            let retraction = b.column_by_name("retraction").unwrap().as_boolean().clone();
+            for i in 0..b.num_rows() {
+                if v.as_string::<i32>().value(i) != view || !fin.value(i) || retraction.value(i) {
+                    continue;
+                }
+                let json: serde_json::Value =
+                    serde_json::from_str(value.as_string::<i32>().value(i)).unwrap();
+                out.insert(
+                    (
+                        key.as_string::<i32>().value(i).to_string(),
+                        lakehouse_lake::EventTime::from_micros(start.value(i)).to_string(),
+                    ),
+                    json["count"].as_u64().unwrap(),
+                );
+            }
+        }
+        out
+    })
+}
+
 fn write_config(dir: &Path, extra: &str) {
     std::fs::write(
         dir.join("lakehouse.toml"),
@@ -216,11 +281,33 @@ fn sigkilled_and_restarted_speed_ends_with_the_views_of_an_uninterrupted_run() {
             "--truth",
         ])
         .arg(d.join("truth.parquet"))
+        .arg("--refdata")
+        .arg(d.join("refdata"))
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(d.join("sim.log")).unwrap())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_secs(2));
+    // the simulator wrote its reference data at start: desks and asset classes for exposure
+    for lake in ["whole", "killed"] {
+        let r = d.join("refdata");
+        let out = lakehouse()
+            .args(["refdata", "load", "--lake"])
+            .arg(d.join(lake))
+            .arg("--instruments")
+            .arg(r.join("instruments.csv"))
+            .arg("--accounts")
+            .arg(r.join("accounts.csv"))
+            .arg("--fx")
+            .arg(r.join("fx_rates.csv"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let mut whole = Speed::spawn(d, "whole", &brokers, 0);
     let mut killed = Speed::spawn(d, "killed", &brokers, 0);
     let mut kills = 0;
@@ -251,6 +338,13 @@ fn sigkilled_and_restarted_speed_ends_with_the_views_of_an_uninterrupted_run() {
         serde_json::from_slice(&std::fs::read(d.join("killed.json")).unwrap()).unwrap();
     assert!(a["events"].as_u64().unwrap() > 20_000, "{}", a["events"]);
     assert!(a["positions"].as_array().unwrap().len() > 50);
+    let exposure = a["desk_exposure"].as_array().unwrap();
+    assert!(
+        exposure
+            .iter()
+            .any(|e| e[0].as_str().unwrap().starts_with("DESK-")),
+        "{exposure:?}"
+    );
     assert_eq!(
         a, b,
         "the views after {kills} SIGKILLs differ from an uninterrupted run"
@@ -375,6 +469,39 @@ fn late_events_hold_exactly_the_prints_beyond_the_allowed_lateness() {
         got.entry(view).or_default().insert(offset);
     }
     assert_eq!(got.get("bars_1m"), Some(&want), "bars_1m late events");
+    // the live panes and the exact views agree: a minute's final pane counts every print of
+    // it except the late ones
+    let views: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("lake.json")).unwrap()).unwrap();
+    let mut exact: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for (symbol, bars) in views["bars_1m"].as_object().unwrap() {
+        for b in bars.as_array().unwrap() {
+            exact.insert(
+                (symbol.clone(), b[0].as_str().unwrap().to_string()),
+                b[7].as_u64().unwrap(),
+            );
+        }
+    }
+    let mut late_per_minute: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for (view, key, ts) in late_keys(&rt, &speed.lake) {
+        if view == "bars_1m" {
+            let minute = lakehouse_lake::EventTime::from_micros(ts - ts.rem_euclid(60_000_000));
+            *late_per_minute
+                .entry((key, minute.to_string()))
+                .or_default() += 1;
+        }
+    }
+    let finals = final_panes(&rt, &speed.lake, "bars_1m");
+    assert!(finals.len() > 10, "only {} final panes", finals.len());
+    for ((symbol, minute), count) in finals {
+        let k = (symbol, minute);
+        let late = late_per_minute.get(&k).copied().unwrap_or(0);
+        assert_eq!(
+            Some(count + late),
+            exact.get(&k).copied(),
+            "{k:?}: final pane + late = exact bar"
+        );
+    }
     assert_eq!(
         got.get("bars_5m"),
         Some(&want),

@@ -6,6 +6,7 @@
 //! integer epoch milliseconds. Every rejection carries an [`ErrorClass`] for the dead-letter
 //! table.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use crate::events::{Execution, Lifecycle, MarketTrade, Order, OrderAction, OrderType, Side};
@@ -230,7 +231,7 @@ fn timestamp(field: &str, raw: Raw<'_>) -> Result<EventTime, DecodeError> {
 
 fn enumerated<T: std::str::FromStr<Err = String>>(
     field: &str,
-    v: Option<String>,
+    v: Option<Cow<'_, str>>,
 ) -> Result<T, DecodeError> {
     let v = v.ok_or_else(|| schema(format!("missing field `{field}`")))?;
     v.parse().map_err(|e| invalid(format!("`{field}`: {e}")))
@@ -309,13 +310,16 @@ struct OrderJson<'a> {
     trader: Option<String>,
     symbol: Option<String>,
     venue: Option<String>,
-    side: Option<String>,
-    order_type: Option<String>,
+    #[serde(borrow)]
+    side: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    order_type: Option<Cow<'a, str>>,
     #[serde(borrow)]
     price: Raw<'a>,
     #[serde(borrow)]
     quantity: Raw<'a>,
-    action: Option<String>,
+    #[serde(borrow)]
+    action: Option<Cow<'a, str>>,
     #[serde(borrow)]
     ts: Raw<'a>,
 }
@@ -360,7 +364,8 @@ struct ExecutionJson<'a> {
     trader: Option<String>,
     symbol: Option<String>,
     venue: Option<String>,
-    side: Option<String>,
+    #[serde(borrow)]
+    side: Option<Cow<'a, str>>,
     #[serde(borrow)]
     price: Raw<'a>,
     #[serde(borrow)]
@@ -368,7 +373,8 @@ struct ExecutionJson<'a> {
     currency: Option<String>,
     #[serde(borrow)]
     ts: Raw<'a>,
-    lifecycle: Option<String>,
+    #[serde(borrow)]
+    lifecycle: Option<Cow<'a, str>>,
     ref_exec_id: Option<String>,
 }
 

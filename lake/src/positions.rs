@@ -14,7 +14,9 @@
 //!   a short (rounded at 8 decimals); a fill that crosses zero closes the position and opens
 //!   the rest at its price.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use crate::decimal::Decimal;
 use crate::error::Result;

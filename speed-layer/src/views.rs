@@ -5,7 +5,7 @@
 //! aggregates. Every aggregate is order-independent, so the views of a set of events do not
 //! depend on the order they arrived in, and a rebuild after a boundary move is exact.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 
@@ -264,7 +264,7 @@ pub struct Views {
     agg: Aggregates,
     /// Identities of every delivery seen, per business date (128-bit hashes of the dedup
     /// keys), from the boundary's date on.
-    seen: BTreeMap<BusinessDate, HashSet<u128>>,
+    seen: BTreeMap<BusinessDate, rustc_hash::FxHashSet<u128>>,
     duplicates: u64,
 }
 

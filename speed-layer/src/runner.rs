@@ -182,10 +182,16 @@ pub async fn checkpointed_offsets(
     }
 }
 
-async fn load_state(lake: &Lake, table: &Table, cfg: &SpeedConfig) -> Result<State, SpeedError> {
+/// The state of the latest checkpoint and its object path (a fresh state and none before the
+/// first checkpoint).
+async fn load_state(
+    lake: &Lake,
+    table: &Table,
+    cfg: &SpeedConfig,
+) -> Result<(State, Option<String>), SpeedError> {
     let Some((id, path, _)) = latest_checkpoint(table).await? else {
         info!("no checkpoint: starting from the beginning of every partition");
-        return Ok(State::new(cfg));
+        return Ok((State::new(cfg), None));
     };
     let bytes = lake
         .store()
@@ -204,18 +210,19 @@ async fn load_state(lake: &Lake, table: &Table, cfg: &SpeedConfig) -> Result<Sta
         )));
     }
     info!(checkpoint = %id, "restored");
-    Ok(state)
+    Ok((state, Some(path)))
 }
 
-/// Writes a checkpoint: late events (exactly once), the state object, the row that publishes
-/// it.
-/// The tables a checkpoint writes to.
+/// The tables a checkpoint writes to, and the state object of the latest published one.
 struct Tables {
     late: Table,
     panes: Table,
     checkpoints: Table,
+    published: Option<String>,
 }
 
+/// Writes a checkpoint: late events (exactly once), fired panes, the state object, the row
+/// that publishes it; then deletes the state object it replaces.
 async fn checkpoint(
     lake: &Lake,
     tables: &mut Tables,
@@ -279,6 +286,12 @@ async fn checkpoint(
         serde_json::to_string(&state.next).map_err(|e| SpeedError::Checkpoint(e.to_string()))?;
     let row = checkpoint_row(&id, &path, &offsets, state.bars_1m.watermark())?;
     tables.checkpoints.append(vec![row], HashMap::new()).await?;
+    // the row names the new state: the one it replaces is no longer read by anyone
+    if let Some(old) = tables.published.replace(path)
+        && let Err(e) = lake.store().delete(&lake.object_path(&old)).await
+    {
+        warn!(path = %old, %e, "cannot delete a replaced checkpoint state");
+    }
     Ok(())
 }
 
@@ -396,8 +409,10 @@ pub async fn run(
         late: table(&lake, names::LATE_EVENTS).await?,
         panes: table(&lake, names::SPEED_PANES).await?,
         checkpoints: table(&lake, names::SPEED_CHECKPOINTS).await?,
+        published: None,
     };
-    let state = load_state(&lake, &tables.checkpoints, &cfg).await?;
+    let (state, published) = load_state(&lake, &tables.checkpoints, &cfg).await?;
+    tables.published = published;
     *handle.reference.write().unwrap_or_else(|e| e.into_inner()) = Reference::load(&lake).await?;
 
     let mut client = ClientConfig::new();

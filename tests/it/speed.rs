@@ -349,6 +349,11 @@ fn sigkilled_and_restarted_speed_ends_with_the_views_of_an_uninterrupted_run() {
         a, b,
         "the views after {kills} SIGKILLs differ from an uninterrupted run"
     );
+    // replaced checkpoint states are deleted: at most the published one and one a kill left
+    let states = std::fs::read_dir(killed.lake.join("system/speed_state"))
+        .unwrap()
+        .count();
+    assert!(states <= 1 + kills, "{states} state objects left");
     // late events were written at most once per (view, offset) despite the kills
     let mut seen = BTreeSet::new();
     for k in late_rows(&rt, &killed.lake) {

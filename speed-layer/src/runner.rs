@@ -95,6 +95,8 @@ pub struct Summary {
     pub checkpoints: u64,
     /// Late events written.
     pub late: u64,
+    /// Wall time from the first to the last message processed (replays excluded).
+    pub busy: Duration,
     /// Freshness: per message processed, the time from its Kafka timestamp to the moment the
     /// views held it, as a histogram of whole milliseconds (the last bucket holds 10 s and
     /// more).
@@ -405,15 +407,22 @@ pub async fn run(
     stop: impl Future<Output = ()> + Send,
 ) -> Result<Summary, SpeedError> {
     cfg.validate().map_err(SpeedError::Config)?;
+    // the tables, the reference data: opened side by side (start-up is mostly lake round trips)
+    let (late, panes, checkpoints, reference) = tokio::try_join!(
+        table(&lake, names::LATE_EVENTS),
+        table(&lake, names::SPEED_PANES),
+        table(&lake, names::SPEED_CHECKPOINTS),
+        async { Reference::load(&lake).await.map_err(SpeedError::from) },
+    )?;
+    *handle.reference.write().unwrap_or_else(|e| e.into_inner()) = reference;
     let mut tables = Tables {
-        late: table(&lake, names::LATE_EVENTS).await?,
-        panes: table(&lake, names::SPEED_PANES).await?,
-        checkpoints: table(&lake, names::SPEED_CHECKPOINTS).await?,
+        late,
+        panes,
+        checkpoints,
         published: None,
     };
     let (state, published) = load_state(&lake, &tables.checkpoints, &cfg).await?;
     tables.published = published;
-    *handle.reference.write().unwrap_or_else(|e| e.into_inner()) = Reference::load(&lake).await?;
 
     let mut client = ClientConfig::new();
     client
@@ -479,6 +488,7 @@ pub async fn run(
         let pane_audit = pipeline_audit;
         let topic_index: HashMap<String, usize> = pipeline_topics(&pipeline);
         let mut last_ckpt = Instant::now();
+        let mut first_processed: Option<Instant> = None;
         let mut last_tick = Instant::now();
         let now_us = || EventTime::now().micros();
         loop {
@@ -508,6 +518,9 @@ pub async fn run(
                     summary.replayed += 1;
                 } else {
                     summary.messages += 1;
+                    let at = Instant::now();
+                    let first = *first_processed.get_or_insert(at);
+                    summary.busy = at - first;
                     if let Some(ms) = kafka_ms {
                         let age = (now / 1000 - ms).clamp(0, FRESHNESS_BUCKETS as i64 - 1);
                         summary.freshness_ms[age as usize] += 1;

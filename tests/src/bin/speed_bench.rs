@@ -213,6 +213,11 @@ async fn end_to_end(brokers: &str, n: u64) -> Result<()> {
         "end to end from Kafka:        {rate:>12.0} messages/s  ({} messages, {} events, {secs:.2}s incl. start-up and the final checkpoint)",
         summary.messages, target
     );
+    let steady = summary.messages as f64 / summary.busy.as_secs_f64().max(1e-9);
+    println!(
+        "  first to last message:      {steady:>12.0} messages/s  ({:.2}s)",
+        summary.busy.as_secs_f64()
+    );
     println!("end to end / raw consume:     {:>12.2}", rate / raw);
     Ok(())
 }

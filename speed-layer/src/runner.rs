@@ -25,6 +25,7 @@ use lakehouse_lake::{
 };
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::Message as _;
 use rdkafka::topic_partition_list::{Offset as KOffset, TopicPartitionList};
 use tokio::runtime::Handle;
@@ -489,12 +490,39 @@ pub async fn run(
         let topic_index: HashMap<String, usize> = pipeline_topics(&pipeline);
         let mut last_ckpt = Instant::now();
         let mut first_processed: Option<Instant> = None;
+        let mut last_kafka_error: Option<Instant> = None;
         let mut last_tick = Instant::now();
         let now_us = || EventTime::now().micros();
         loop {
             let stop = flag.load(Ordering::SeqCst);
-            if let Some(r) = consumer.poll(Duration::from_millis(50)) {
-                let m = r?;
+            let polled = match consumer.poll(Duration::from_millis(50)) {
+                Some(Ok(m)) => Some(m),
+                // a position outside the log: retention deleted input the views need
+                Some(Err(e))
+                    if matches!(
+                        e.rdkafka_error_code(),
+                        Some(
+                            RDKafkaErrorCode::OffsetOutOfRange | RDKafkaErrorCode::AutoOffsetReset
+                        )
+                    ) =>
+                {
+                    return Err(SpeedError::Checkpoint(format!(
+                        "{e}: the input to replay from the checkpoint is no longer in Kafka (retention)"
+                    )));
+                }
+                // transient broker trouble is retried by librdkafka; say so at most every 10 s
+                Some(Err(e)) => {
+                    if last_kafka_error
+                        .is_none_or(|t: Instant| t.elapsed() > Duration::from_secs(10))
+                    {
+                        warn!(error = %e, "kafka consumer error");
+                        last_kafka_error = Some(Instant::now());
+                    }
+                    None
+                }
+                None => None,
+            };
+            if let Some(m) = polled {
                 let Some(&topic) = topic_index.get(m.topic()) else {
                     continue;
                 };

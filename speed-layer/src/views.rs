@@ -61,8 +61,8 @@ pub struct Input {
 pub struct Boundary {
     /// The run's business date.
     pub date: Option<BusinessDate>,
-    /// Last offset covered per (topic, partition).
-    pub offsets: BTreeMap<(String, i32), i64>,
+    /// Last offset covered, per topic and partition.
+    pub offsets: BTreeMap<String, BTreeMap<i32, i64>>,
 }
 
 impl Boundary {
@@ -74,20 +74,24 @@ impl Boundary {
     /// Does the batch run cover an event at this position and date?
     pub fn covers_at(&self, topic: &str, partition: i32, offset: i64, date: BusinessDate) -> bool {
         self.date.is_some_and(|d| date <= d)
-            && !self.offsets.is_empty()
             && self
                 .offsets
-                .get(&(topic.to_string(), partition))
+                .get(topic)
+                .and_then(|p| p.get(&partition))
                 .is_some_and(|&b| offset <= b)
     }
 
     /// Is `self` at or beyond `other` everywhere (boundaries only move forward)?
     pub fn includes(&self, other: &Boundary) -> bool {
         (other.date.is_none() || self.date >= other.date)
-            && other
-                .offsets
-                .iter()
-                .all(|(k, o)| self.offsets.get(k).is_some_and(|s| s >= o))
+            && other.offsets.iter().all(|(t, parts)| {
+                parts.iter().all(|(p, o)| {
+                    self.offsets
+                        .get(t)
+                        .and_then(|mine| mine.get(p))
+                        .is_some_and(|s| s >= o)
+                })
+            })
     }
 }
 

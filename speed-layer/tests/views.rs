@@ -161,15 +161,14 @@ fn boundary(all: &[Input], date_pick: usize, cuts: &[u64; 3]) -> Boundary {
         let m = max.entry((e.topic.to_string(), e.partition)).or_default();
         *m = (*m).max(e.offset);
     }
+    let mut offsets: BTreeMap<String, BTreeMap<i32, i64>> = BTreeMap::new();
+    for ((t, p), m) in max {
+        let cut = (m as u64 * cuts[p as usize % 3] / 100) as i64;
+        offsets.entry(t).or_default().insert(p, cut);
+    }
     Boundary {
         date: Some(dates[date_pick % dates.len()]),
-        offsets: max
-            .into_iter()
-            .map(|(k, m)| {
-                let cut = (m as u64 * cuts[k.1 as usize % 3] / 100) as i64;
-                (k, cut)
-            })
-            .collect(),
+        offsets,
     }
 }
 

@@ -24,7 +24,7 @@ use lakehouse_lake::{
     BusinessCalendar, EventTime, Lake, Offset, OffsetRanges, PipelineId, Table, TopicPartition,
 };
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::Message as _;
 use rdkafka::topic_partition_list::{Offset as KOffset, TopicPartitionList};
@@ -580,6 +580,19 @@ pub async fn run(
                     pipeline.state(),
                 ))?;
                 summary.checkpoints += 1;
+                // the group's offsets mirror the checkpoint, for lag monitoring only: positions
+                // always come from the checkpoint
+                let mut done = TopicPartitionList::new();
+                for (topic, parts) in &pipeline.state().next {
+                    for (p, next) in parts {
+                        let _ = done.add_partition_offset(topic, *p, KOffset::Offset(*next));
+                    }
+                }
+                if done.count() > 0
+                    && let Err(e) = consumer.commit(&done, CommitMode::Async)
+                {
+                    warn!(error = %e, "cannot record offsets in the consumer group (monitoring only)");
+                }
                 last_ckpt = Instant::now();
                 if summary.checkpoints.is_multiple_of(10) {
                     let fresh = rt.block_on(Reference::load(&lake))?;

@@ -447,6 +447,28 @@ fn late_events_hold_exactly_the_prints_beyond_the_allowed_lateness() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     wait_caught_up(&rt, &speed, &expected_msgs);
     speed.stop();
+    // the consumer group mirrors the checkpoint (for lag monitoring)
+    {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let c: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", "lakehouse-speed")
+            .create()
+            .unwrap();
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for t in expected_msgs.keys() {
+            tpl.add_partition(t, 0);
+        }
+        let committed = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+        for e in committed.elements() {
+            assert_eq!(
+                e.offset(),
+                rdkafka::Offset::Offset(expected_msgs[e.topic()]),
+                "group offset of {}",
+                e.topic()
+            );
+        }
+    }
 
     // independently: the watermark before each print is the largest earlier print time minus
     // 1 s; a print is late when its minute ended 5 s or more before that

@@ -115,6 +115,11 @@ fn micros(d: std::time::Duration) -> i64 {
 }
 
 impl State {
+    /// Where the replay of a partition starts, if it was ever seen.
+    pub fn replay_start(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.replay_from.get(topic)?.get(&partition).copied()
+    }
+
     /// A fresh state for `cfg`.
     pub fn new(cfg: &SpeedConfig) -> State {
         let wm = WatermarkSpec {
@@ -257,7 +262,7 @@ impl Pipeline {
 
     /// Where the replay of a partition starts, if it was ever seen.
     pub fn replay_from(&self, topic: &str, partition: i32) -> Option<i64> {
-        self.state.replay_from.get(topic)?.get(&partition).copied()
+        self.state.replay_start(topic, partition)
     }
 
     /// Is this message already reflected in the operators (a replay that rebuilds the views)?
@@ -339,13 +344,7 @@ impl Pipeline {
                             {
                                 self.state.late += 1;
                                 out.late.push((
-                                    LateEvent {
-                                        view: view.into(),
-                                        key: tr.symbol.clone(),
-                                        ts: tr.ts,
-                                        watermark: EventTime::from_micros(wm),
-                                        raw: Some(m.payload.to_vec()),
-                                    },
+                                    late_event(view, tr.symbol.clone(), tr.ts, wm, m.payload),
                                     meta(),
                                 ));
                             }
@@ -367,13 +366,13 @@ impl Pipeline {
                         {
                             self.state.late += 1;
                             out.late.push((
-                                LateEvent {
-                                    view: "trader_sessions".into(),
-                                    key: o.trader.clone(),
-                                    ts: o.ts,
-                                    watermark: EventTime::from_micros(wm),
-                                    raw: Some(m.payload.to_vec()),
-                                },
+                                late_event(
+                                    "trader_sessions",
+                                    o.trader.clone(),
+                                    o.ts,
+                                    wm,
+                                    m.payload,
+                                ),
                                 meta(),
                             ));
                         }
@@ -439,6 +438,17 @@ impl Pipeline {
             PaneValue::Activity,
             out,
         );
+    }
+}
+
+/// The `l1/late_events` row of an element `view` refused at watermark `wm`.
+fn late_event(view: &str, key: String, ts: EventTime, wm: i64, payload: &[u8]) -> LateEvent {
+    LateEvent {
+        view: view.to_string(),
+        key,
+        ts,
+        watermark: EventTime::from_micros(wm),
+        raw: Some(payload.to_vec()),
     }
 }
 

@@ -442,7 +442,6 @@ pub async fn run(
     let consumer: BaseConsumer = client.create()?;
     // every partition of every topic, at its replay start (or the beginning)
     let mut tpl = TopicPartitionList::new();
-    let pipeline_probe = Pipeline::new(cfg.clone(), calendar, handle.views.clone(), state.clone());
     for t in &cfg.topics {
         let md = consumer.fetch_metadata(Some(&t.topic), Duration::from_secs(30))?;
         let parts = md
@@ -458,14 +457,13 @@ pub async fn run(
             )));
         }
         for p in 0..parts as i32 {
-            let at = match pipeline_probe.replay_from(&t.topic, p) {
+            let at = match state.replay_start(&t.topic, p) {
                 Some(o) => KOffset::Offset(o),
                 None => KOffset::Beginning,
             };
             tpl.add_partition_offset(&t.topic, p, at)?;
         }
     }
-    drop(pipeline_probe);
     consumer.assign(&tpl)?;
     info!(partitions = tpl.count(), "speed layer assigned");
 

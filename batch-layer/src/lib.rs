@@ -1,8 +1,13 @@
 //! `lakehouse-batch`: the batch layer.
 //!
 //! - [`frame`]: record batches <-> Polars data frames (Arrow IPC in memory, no `unsafe`).
-//!
-//! The jobs (pure `LazyFrame -> LazyFrame` functions), the runner, the ledger and the schedule
-//! come with the rest of the batch-layer issue.
+//! - [`jobs`]: the pure `LazyFrame -> LazyFrame` jobs, one per L2 and L3 table.
 
+pub mod config;
 pub mod frame;
+pub mod jobs;
+pub mod runner;
+
+pub use config::BatchConfig;
+pub use jobs::JobParams;
+pub use runner::{RunError, RunReport, Runner};

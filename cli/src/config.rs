@@ -29,6 +29,8 @@ pub(crate) struct Config {
     pub(crate) simulate: lakehouse_simulator::SimConfig,
     #[serde(default)]
     pub(crate) speed: lakehouse_speed::SpeedConfig,
+    #[serde(default)]
+    pub(crate) batch: lakehouse_batch::BatchConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

@@ -1,5 +1,6 @@
 //! `lakehouse`: one binary, one subcommand per role.
 
+mod batch;
 mod config;
 mod ingest;
 mod refdata;
@@ -150,6 +151,12 @@ enum Command {
 #[derive(Subcommand, Debug)]
 enum BatchCommand {
     /// Run the job chain for one date or a range of dates.
+    ///
+    /// For each business date: L1 -> L2 (executions, orders, market trades) -> L3 (daily
+    /// bars, positions, desk exposure, large trades, transaction report, order statistics,
+    /// reconciliation). Each output's date partition is replaced atomically, then the run is
+    /// published in system/batch_ledger with the Kafka offsets it covered. Re-running a date
+    /// gives the same bytes. A range runs in date order (positions carry forward).
     Run {
         #[command(flatten)]
         lake: LakeArg,
@@ -302,14 +309,22 @@ async fn run(Cli { common, command }: Cli) -> Result<String> {
             let cfg = load(&common, Some(&lake), Some(&brokers))?;
             speed::run(cfg, speed).await
         }
-        Command::Batch { command } => {
-            match command {
-                BatchCommand::Run { lake, .. } | BatchCommand::Schedule { lake } => {
-                    load(&common, Some(&lake), None)?
-                }
-            };
-            Err(not_yet("batch"))
-        }
+        Command::Batch { command } => match command {
+            BatchCommand::Run {
+                lake,
+                date,
+                from,
+                to,
+            } => {
+                let dates = batch::dates(date.as_deref(), from.as_deref(), to.as_deref())?;
+                let cfg = load(&common, Some(&lake), None)?;
+                batch::run(cfg, dates).await
+            }
+            BatchCommand::Schedule { lake } => {
+                load(&common, Some(&lake), None)?;
+                Err(not_yet("batch schedule"))
+            }
+        },
         Command::Serve { server } => {
             load(&common, Some(&server.lake), Some(&server.brokers))?;
             Err(not_yet("serve"))

@@ -125,6 +125,12 @@ pub mod names {
     pub const DESK_EXPOSURE: &str = "l3/desk_exposure";
     /// Large trades.
     pub const LARGE_TRADES: &str = "l3/large_trades";
+    /// MiFIR-style transaction report.
+    pub const TRANSACTION_REPORT: &str = "l3/transaction_report";
+    /// Order statistics per trader.
+    pub const ORDER_STATS: &str = "l3/order_stats";
+    /// Reconciliation through the layers.
+    pub const RECONCILIATION: &str = "l3/reconciliation";
     /// Batch run ledger.
     pub const BATCH_LEDGER: &str = "system/batch_ledger";
     /// Speed-layer checkpoints.
@@ -270,6 +276,30 @@ pub fn tables() -> Vec<TableDef> {
             BUSINESS_DATE,
             ReplacePartition,
             "executions at or above the large-trade threshold",
+        ),
+        def(
+            names::TRANSACTION_REPORT,
+            L3,
+            schema::transaction_report(),
+            BUSINESS_DATE,
+            ReplacePartition,
+            "MiFIR RTS 22-style report of every effective execution",
+        ),
+        def(
+            names::ORDER_STATS,
+            L3,
+            schema::order_stats(),
+            BUSINESS_DATE,
+            ReplacePartition,
+            "orders, modifies, cancels, executions per trader",
+        ),
+        def(
+            names::RECONCILIATION,
+            L3,
+            schema::reconciliation(),
+            BUSINESS_DATE,
+            ReplacePartition,
+            "counts and notional L1 vs L2 vs L3, with breaks",
         ),
         def(
             names::BATCH_LEDGER,

@@ -271,7 +271,9 @@ pub fn positions() -> SchemaRef {
     ])
 }
 
-/// `l3/desk_exposure`: gross and net notional by desk, asset class and currency.
+/// `l3/desk_exposure`: gross and net notional (market value at the close) by desk, asset
+/// class and currency; in the reporting currency too, with each row's rank and share of the
+/// date's reporting gross (concentration) and the desk's configured limit.
 pub fn desk_exposure() -> SchemaRef {
     by_business_date(vec![
         utf8("desk", false),
@@ -279,6 +281,14 @@ pub fn desk_exposure() -> SchemaRef {
         utf8("currency", false),
         dec("gross_notional", false),
         dec("net_notional", false),
+        dec("fx_rate", true),
+        dec("reporting_gross_notional", true),
+        dec("reporting_net_notional", true),
+        i64f("concentration_rank", true),
+        dec("concentration_share", true),
+        Field::new("top_n", DataType::Boolean, false),
+        dec("desk_gross_limit", true),
+        Field::new("limit_breach", DataType::Boolean, false),
     ])
 }
 
@@ -293,6 +303,54 @@ pub fn large_trades() -> SchemaRef {
         dec("quantity", false),
         dec("price", false),
         dec("notional", false),
+    ])
+}
+
+/// `l3/transaction_report`: one row per effective execution, in the spirit of MiFIR RTS 22.
+/// On a venue the counterparty is not known to the firm: the venue's MIC stands in for it.
+pub fn transaction_report() -> SchemaRef {
+    by_business_date(vec![
+        utf8("exec_id", false),
+        ts("trading_datetime", false),
+        utf8("isin", true),
+        utf8("symbol", false),
+        dec("price", false),
+        dec("quantity", false),
+        utf8("currency", false),
+        utf8("venue", false),
+        utf8("buyer", false),
+        utf8("seller", false),
+        utf8("legal_entity", true),
+        utf8("account", false),
+        utf8("trader", false),
+        utf8("side", false),
+        dec("notional", false),
+    ])
+}
+
+/// `l3/order_stats`: order flow per trader (as the speed layer's order statistics).
+pub fn order_stats() -> SchemaRef {
+    by_business_date(vec![
+        utf8("trader", false),
+        i64f("orders", false),
+        i64f("modifies", false),
+        i64f("cancels", false),
+        i64f("executions", false),
+        dec("order_to_trade", true),
+    ])
+}
+
+/// `l3/reconciliation`: counts and sums of one measure through the layers, per dataset, with
+/// `BREAK` and the offending ids where they do not tie out.
+pub fn reconciliation() -> SchemaRef {
+    by_business_date(vec![
+        utf8("dataset", false),
+        utf8("measure", false),
+        dec("l1", true),
+        dec("l2", true),
+        dec("l3", true),
+        utf8("status", false),
+        utf8("detail", true),
     ])
 }
 

@@ -174,6 +174,32 @@ impl BusinessCalendar {
     }
 }
 
+impl BusinessCalendar {
+    /// The instants of business date `date`: `[start, end)` in UTC, where `start` is the first
+    /// instant whose business date is `date` and `end` the first of the next date. A local
+    /// time that a daylight-saving jump skips moves to the first local time that exists.
+    pub fn utc_range(&self, date: BusinessDate) -> (EventTime, EventTime) {
+        (self.first_instant(date), self.first_instant(date.succ()))
+    }
+
+    fn first_instant(&self, date: BusinessDate) -> EventTime {
+        let local = if self.cut_off == NaiveTime::MIN {
+            date.0.and_time(NaiveTime::MIN)
+        } else {
+            date.pred().0.and_time(self.cut_off)
+        };
+        // a gap is at most a few hours; step a minute at a time to the first existing time
+        let mut t = local;
+        loop {
+            if let Some(dt) = self.time_zone.from_local_datetime(&t).earliest() {
+                let utc = dt.with_timezone(&Utc);
+                return EventTime(utc.timestamp_micros());
+            }
+            t += chrono::Duration::minutes(1);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,6 +230,38 @@ mod tests {
         assert_eq!(utc.business_date(t).to_string(), "2024-01-15");
         assert!(BusinessCalendar::new("Mars/Olympus", "00:00").is_err());
         assert!(BusinessCalendar::new("UTC", "25:00").is_err());
+    }
+
+    #[test]
+    fn utc_range_holds_exactly_the_instants_of_the_date() {
+        let cals = [
+            BusinessCalendar::default(),
+            BusinessCalendar::new("America/New_York", "17:00").unwrap(),
+            BusinessCalendar::new("Europe/London", "00:00").unwrap(),
+            BusinessCalendar::new("Asia/Tokyo", "15:30").unwrap(),
+        ];
+        // across both 2024 DST changes in New York and London
+        for cal in cals {
+            for day in [
+                "2024-01-15",
+                "2024-03-10",
+                "2024-03-11",
+                "2024-03-31",
+                "2024-11-03",
+            ] {
+                let d: BusinessDate = day.parse().unwrap();
+                let (start, end) = cal.utc_range(d);
+                assert!(start < end);
+                assert_eq!(cal.business_date(start), d, "{cal:?} {day}");
+                assert_eq!(cal.business_date(EventTime(end.0 - 1)), d, "{cal:?} {day}");
+                assert_ne!(cal.business_date(EventTime(start.0 - 1)), d);
+                assert_ne!(cal.business_date(end), d);
+            }
+        }
+        let ny = BusinessCalendar::new("America/New_York", "17:00").unwrap();
+        let (s, e) = ny.utc_range("2024-01-16".parse().unwrap());
+        assert_eq!(s.to_string(), "2024-01-15T22:00:00.000000Z");
+        assert_eq!(e.to_string(), "2024-01-16T22:00:00.000000Z");
     }
 
     #[test]

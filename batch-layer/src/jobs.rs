@@ -1,0 +1,1125 @@
+//! The jobs: pure `LazyFrame -> LazyFrame` functions, one per output table (DESIGN sections 5
+//! and 9). Inputs carry the lake's column names and types; every output has exactly the
+//! columns of its table, sorted by its key, so a rerun writes the same bytes.
+//!
+//! Money is `Decimal(38, 8)` throughout. Polars multiplies two such decimals into the exact
+//! product rounded half-to-even at the 8th decimal, as `lake::Decimal::mul_rounded` does.
+//! Ratios that must be rounded once from an exact wide sum (VWAP) and the sequential
+//! average-cost positions run as small Rust steps inside the plan ([`LazyFrame::map`]) on
+//! the definitions `lake` shares with the speed layer.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use lakehouse_lake::events::Side;
+use lakehouse_lake::positions::Position;
+use lakehouse_lake::{BusinessDate, Decimal, EventTime};
+use polars::prelude::{
+    AllowedOptimizations, DataFrame, DataType, Expr, Int128Chunked, IntoColumn, IntoLazy,
+    IntoSeries, JoinArgs, JoinType, LazyFrame, NamedFrom, PolarsError, PolarsResult, Schema,
+    SchemaRef, Series, SortMultipleOptions, UnionArgs, UniqueKeepStrategy, col, concat, len, lit,
+    when,
+};
+
+/// Polars' type of the lake's decimals.
+pub const DEC: DataType = DataType::Decimal(38, 8);
+/// Polars' type of an exact product of two lake decimals.
+const WIDE: DataType = DataType::Decimal(38, 16);
+
+/// The business date a run computes and its instants `[start, end)` in UTC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    /// The business date.
+    pub date: BusinessDate,
+    /// First instant of the date.
+    pub start: EventTime,
+    /// First instant of the next date.
+    pub end: EventTime,
+}
+
+impl Window {
+    fn contains_ts(&self) -> Expr {
+        let us = col("ts").cast(DataType::Int64);
+        us.clone()
+            .gt_eq(lit(self.start.micros()))
+            .and(us.lt(lit(self.end.micros())))
+    }
+
+    fn date_lit(&self) -> Expr {
+        lit(self.date.days_since_epoch())
+            .cast(DataType::Date)
+            .alias("business_date")
+    }
+}
+
+/// What the jobs take from the configuration.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JobParams {
+    /// Tape prints carrying any of these condition codes are left out of L2 and L3.
+    pub excluded_conditions: Vec<String>,
+    /// Large-trade notional thresholds (instrument currency) by asset class; `*` for others.
+    pub large_trade_thresholds: BTreeMap<String, Decimal>,
+    /// Gross exposure limits (reporting currency) by desk.
+    pub desk_limits: BTreeMap<String, Decimal>,
+    /// How many exposure rows count as the top concentration.
+    pub top_n: u32,
+}
+
+fn sorted() -> SortMultipleOptions {
+    SortMultipleOptions::default().with_maintain_order(true)
+}
+
+/// Event time, then Kafka partition and offset: the order every "first" and "last" uses.
+fn by_rank(lf: LazyFrame) -> LazyFrame {
+    lf.sort(["ts", "_partition", "_offset"], sorted())
+}
+
+fn dec_lit(d: Decimal) -> Expr {
+    lit(d.to_string()).cast(DEC)
+}
+
+fn count(cond: Expr) -> Expr {
+    cond.cast(DataType::Int64).sum()
+}
+
+fn left_join(l: LazyFrame, r: LazyFrame, on: &[&str]) -> LazyFrame {
+    let keys: Vec<Expr> = on.iter().map(|c| col(*c)).collect();
+    l.join(r, keys.clone(), keys, JoinArgs::new(JoinType::Left))
+}
+
+/// `l2/market_trades` (the input's `conditions` as one text, codes joined by `,`): the date's prints, each delivery counted once (the first by rank of
+/// each trade id, or of each whole print when it has no id, as `MarketTrade::dedup_key`),
+/// without prints carrying an excluded condition code.
+pub fn l2_market_trades(l1: LazyFrame, w: &Window, p: &JobParams) -> LazyFrame {
+    let day = by_rank(l1.filter(w.contains_ts()));
+    let with_id = day
+        .clone()
+        .filter(col("trade_id").is_not_null())
+        .unique_stable_generic(Some(vec![col("trade_id")]), UniqueKeepStrategy::First);
+    let without_id = day.filter(col("trade_id").is_null()).unique_stable_generic(
+        Some(
+            ["symbol", "venue", "ts", "price", "volume", "conditions"]
+                .map(col)
+                .to_vec(),
+        ),
+        UniqueKeepStrategy::First,
+    );
+    let mut all = concat([with_id, without_id], UnionArgs::default()).unwrap_or_else(failed);
+    if !p.excluded_conditions.is_empty() {
+        let excluded = DataFrame::new(
+            p.excluded_conditions.len(),
+            vec![
+                Series::new("conditions".into(), p.excluded_conditions.clone()).into_column(),
+                Series::new("_excluded".into(), vec![true; p.excluded_conditions.len()])
+                    .into_column(),
+            ],
+        )
+        .map(IntoLazy::lazy)
+        .unwrap_or_default();
+        let flagged = all
+            .clone()
+            .select([
+                col("_partition"),
+                col("_offset"),
+                col("conditions").str().split(lit(",")).alias("conditions"),
+            ])
+            .explode(
+                polars::prelude::cols(["conditions"]),
+                polars::prelude::ExplodeOptions {
+                    empty_as_null: false,
+                    keep_nulls: false,
+                },
+            )
+            .join(
+                excluded,
+                [col("conditions")],
+                [col("conditions")],
+                JoinArgs::new(JoinType::Inner),
+            )
+            .select([col("_partition"), col("_offset"), col("_excluded")])
+            .unique_stable(None, UniqueKeepStrategy::First);
+        all =
+            left_join(all, flagged, &["_partition", "_offset"]).filter(col("_excluded").is_null());
+    }
+    by_rank(all).select([
+        w.date_lit(),
+        col("trade_id"),
+        col("symbol"),
+        col("venue"),
+        col("price"),
+        col("volume"),
+        col("ts"),
+        col("_partition"),
+        col("_offset"),
+    ])
+}
+
+/// The date's execution events, each `exec_id` once (the first delivery by rank).
+fn distinct_executions(l1: LazyFrame, w: &Window) -> LazyFrame {
+    by_rank(l1.filter(w.contains_ts()))
+        .unique_stable_generic(Some(vec![col("exec_id")]), UniqueKeepStrategy::First)
+}
+
+fn is_fill() -> Expr {
+    col("lifecycle")
+        .eq(lit("NEW"))
+        .or(col("ref_exec_id").is_null())
+}
+
+/// `l2/executions`: the date's effective executions. A repeated `exec_id` is a duplicate
+/// delivery; a CANCEL (by `ref_exec_id`) removes its execution; otherwise the last AMEND by
+/// rank sets price and quantity (as `lake::positions`). Enriched with desk and legal entity
+/// (accounts), ISIN and asset class (instruments), notional = price x quantity, and the
+/// reporting-currency notional at the date's FX rate of the execution's currency.
+pub fn l2_executions(
+    l1: LazyFrame,
+    instruments: LazyFrame,
+    accounts: LazyFrame,
+    fx: LazyFrame,
+    w: &Window,
+) -> LazyFrame {
+    let rows = distinct_executions(l1, w);
+    let corrections = rows.clone().filter(is_fill().not());
+    let cancelled = corrections
+        .clone()
+        .filter(col("lifecycle").eq(lit("CANCEL")))
+        .select([
+            col("ref_exec_id").alias("exec_id"),
+            lit(true).alias("_cancelled"),
+        ])
+        .unique_stable(None, UniqueKeepStrategy::First);
+    let rank = ["ts", "_partition", "_offset"].map(col);
+    let amended = corrections
+        .filter(col("lifecycle").eq(lit("AMEND")))
+        .group_by([col("ref_exec_id").alias("exec_id")])
+        .agg([
+            col("price")
+                .sort_by(rank.clone(), sorted())
+                .last()
+                .alias("_amend_price"),
+            col("quantity")
+                .sort_by(rank, sorted())
+                .last()
+                .alias("_amend_quantity"),
+        ]);
+    let fills = left_join(rows.filter(is_fill()), cancelled, &["exec_id"])
+        .filter(col("_cancelled").is_null());
+    let fills = left_join(fills, amended, &["exec_id"]).with_columns([
+        when(col("_amend_price").is_not_null())
+            .then(col("_amend_price"))
+            .otherwise(col("price"))
+            .alias("price"),
+        when(col("_amend_quantity").is_not_null())
+            .then(col("_amend_quantity"))
+            .otherwise(col("quantity"))
+            .alias("quantity"),
+    ]);
+    let accounts = accounts.select([col("account"), col("desk"), col("legal_entity")]);
+    let instruments = instruments.select([col("symbol"), col("isin"), col("asset_class")]);
+    let fx = fx
+        .filter(
+            col("date")
+                .cast(DataType::Int32)
+                .eq(lit(w.date.days_since_epoch())),
+        )
+        .select([col("currency"), col("rate_to_reporting").alias("fx_rate")]);
+    let enriched = left_join(
+        left_join(
+            left_join(fills, accounts, &["account"]),
+            instruments,
+            &["symbol"],
+        ),
+        fx,
+        &["currency"],
+    )
+    .with_columns([(col("price") * col("quantity")).alias("notional")])
+    .with_columns([(col("notional") * col("fx_rate")).alias("reporting_notional")]);
+    by_rank(enriched).select([
+        w.date_lit(),
+        col("exec_id"),
+        col("order_id"),
+        col("account"),
+        col("desk"),
+        col("legal_entity"),
+        col("trader"),
+        col("symbol"),
+        col("isin"),
+        col("asset_class"),
+        col("venue"),
+        col("side"),
+        col("price"),
+        col("quantity"),
+        col("currency"),
+        col("ts"),
+        col("notional"),
+        col("fx_rate"),
+        col("reporting_notional"),
+        col("_partition"),
+        col("_offset"),
+    ])
+}
+
+const ORDER_EVENT: [&str; 10] = [
+    "order_id",
+    "action",
+    "ts",
+    "account",
+    "trader",
+    "symbol",
+    "side",
+    "order_type",
+    "price",
+    "quantity",
+];
+
+/// The date's order events, each once (an order event has no id: the whole event is its
+/// identity, as `Order::dedup_key`).
+fn distinct_orders(l1: LazyFrame, w: &Window) -> LazyFrame {
+    by_rank(l1.filter(w.contains_ts())).unique_stable_generic(
+        Some(ORDER_EVENT.map(col).to_vec()),
+        UniqueKeepStrategy::First,
+    )
+}
+
+/// `l2/orders`: one row per order with events on the date: its attributes from its first
+/// event, price and quantity from its last NEW or MODIFY, `CANCELLED` once cancelled
+/// (else `MODIFIED` or `NEW`), first and last event time, and the counts of modifies and
+/// cancels.
+pub fn l2_orders(l1: LazyFrame, w: &Window) -> LazyFrame {
+    let live = col("action").neq(lit("CANCEL"));
+    distinct_orders(l1, w)
+        .group_by_stable([col("order_id")])
+        .agg([
+            col("account").first(),
+            col("trader").first(),
+            col("symbol").first(),
+            col("venue").first(),
+            col("side").first(),
+            col("order_type").first(),
+            col("price").filter(live.clone()).last(),
+            col("quantity").filter(live).last(),
+            col("ts").min().alias("first_ts"),
+            col("ts").max().alias("last_ts"),
+            count(col("action").eq(lit("MODIFY"))).alias("modify_count"),
+            count(col("action").eq(lit("CANCEL"))).alias("cancel_count"),
+        ])
+        .with_columns([
+            // an order whose every event is a CANCEL keeps its own price and quantity
+            when(col("cancel_count").gt(lit(0)))
+                .then(lit("CANCELLED"))
+                .when(col("modify_count").gt(lit(0)))
+                .then(lit("MODIFIED"))
+                .otherwise(lit("NEW"))
+                .alias("status"),
+        ])
+        .sort(["order_id"], sorted())
+        .select([
+            w.date_lit(),
+            col("order_id"),
+            col("account"),
+            col("trader"),
+            col("symbol"),
+            col("venue"),
+            col("side"),
+            col("order_type"),
+            col("price"),
+            col("quantity"),
+            col("status"),
+            col("first_ts"),
+            col("last_ts"),
+            col("modify_count"),
+            col("cancel_count"),
+        ])
+}
+
+/// A plan that fails with `e` when run (a job's plan could not be built).
+fn failed(e: PolarsError) -> LazyFrame {
+    LazyFrame::default().map(move |_| Err(e.clone()), opts(), None, None)
+}
+
+/// What the optimizer may push through a Rust step: nothing (it reads columns by name that
+/// a pushed-down projection would remove, and its rows depend on all of its input).
+fn opts() -> AllowedOptimizations {
+    let mut o = AllowedOptimizations::default();
+    o.remove(
+        AllowedOptimizations::PROJECTION_PUSHDOWN
+            | AllowedOptimizations::PREDICATE_PUSHDOWN
+            | AllowedOptimizations::SLICE_PUSHDOWN,
+    );
+    o
+}
+
+fn decimals(df: &DataFrame, name: &str) -> PolarsResult<Vec<Option<i128>>> {
+    let s = df.column(name)?.as_materialized_series();
+    Ok(s.decimal()?.physical().iter().collect())
+}
+
+fn texts(df: &DataFrame, name: &str) -> PolarsResult<Vec<Option<String>>> {
+    let s = df.column(name)?.as_materialized_series();
+    Ok(s.str()?.iter().map(|v| v.map(str::to_string)).collect())
+}
+
+fn decimal_series(name: &str, values: Vec<Option<i128>>) -> PolarsResult<Series> {
+    let ca: Int128Chunked = values.into_iter().collect();
+    Ok(ca.with_name(name.into()).into_decimal(38, 8)?.into_series())
+}
+
+fn lake_err(e: lakehouse_lake::Error) -> PolarsError {
+    PolarsError::ComputeError(e.to_string().into())
+}
+
+/// `l3/daily_bars`: per symbol, open and close (first and last print by rank), high, low,
+/// volume, trade count and VWAP = exact sum(price x volume) / sum(volume), rounded once.
+pub fn daily_bars(l2_trades: LazyFrame) -> LazyFrame {
+    let rank = ["ts", "_partition", "_offset"].map(col);
+    l2_trades
+        .group_by([col("business_date"), col("symbol")])
+        .agg([
+            col("price")
+                .sort_by(rank.clone(), sorted())
+                .first()
+                .alias("open"),
+            col("price").max().alias("high"),
+            col("price").min().alias("low"),
+            col("price").sort_by(rank, sorted()).last().alias("close"),
+            (col("price").cast(WIDE) * col("volume").cast(WIDE))
+                .sum()
+                .alias("_notional"),
+            col("volume").sum().alias("volume"),
+            len().cast(DataType::Int64).alias("trade_count"),
+        ])
+        .sort(["symbol"], sorted())
+        .map(
+            |mut df| {
+                let wide = decimals(&df, "_notional")?;
+                let volume = decimals(&df, "volume")?;
+                let vwap = wide
+                    .iter()
+                    .zip(&volume)
+                    .map(|(n, v)| match (n, v) {
+                        (Some(n), Some(v)) if *v != 0 => {
+                            Decimal::wide_div_rounded(*n, Decimal::from_raw(*v))
+                                .map(|d| Some(d.raw()))
+                                .map_err(lake_err)
+                        }
+                        _ => Ok(None),
+                    })
+                    .collect::<PolarsResult<Vec<_>>>()?;
+                df.with_column(decimal_series("vwap", vwap)?.into_column())?;
+                Ok(df)
+            },
+            opts(),
+            Some(Arc::new(|input: &Schema| {
+                let mut s = input.clone();
+                s.with_column("vwap".into(), DEC);
+                Ok(Arc::new(s))
+            })),
+            Some("vwap"),
+        )
+        .select(
+            [
+                "business_date",
+                "symbol",
+                "open",
+                "high",
+                "low",
+                "close",
+                "vwap",
+                "volume",
+                "trade_count",
+            ]
+            .map(col),
+        )
+}
+
+/// `l3/positions`: the previous date's closing positions carried forward with the date's
+/// effective executions applied in rank order by the average-cost method
+/// (`lake::positions::Position`), marked to the date's closing price (the previous close for
+/// a symbol without prints that date): market value and unrealized P&L.
+pub fn positions(
+    previous: LazyFrame,
+    l2_executions: LazyFrame,
+    bars: LazyFrame,
+    w: &Window,
+) -> LazyFrame {
+    let null_dec = || lit(polars::prelude::NULL).cast(DEC);
+    let carried = previous.clone().select([
+        lit(0i32).cast(DataType::Int32).alias("_kind"),
+        col("account"),
+        col("symbol"),
+        lit(polars::prelude::NULL)
+            .cast(DataType::String)
+            .alias("side"),
+        null_dec().alias("price"),
+        null_dec().alias("quantity"),
+        lit(0i64).cast(DataType::Int64).alias("ts"),
+        lit(0i32).cast(DataType::Int32).alias("_partition"),
+        lit(0i64).cast(DataType::Int64).alias("_offset"),
+        col("net_quantity"),
+        col("avg_cost"),
+        col("realized_pnl"),
+    ]);
+    let fills = l2_executions.select([
+        lit(1i32).cast(DataType::Int32).alias("_kind"),
+        col("account"),
+        col("symbol"),
+        col("side"),
+        col("price"),
+        col("quantity"),
+        col("ts").cast(DataType::Int64),
+        col("_partition").cast(DataType::Int32),
+        col("_offset").cast(DataType::Int64),
+        null_dec().alias("net_quantity"),
+        null_dec().alias("avg_cost"),
+        null_dec().alias("realized_pnl"),
+    ]);
+    let schema: SchemaRef = Arc::new(Schema::from_iter([
+        ("account".into(), DataType::String),
+        ("symbol".into(), DataType::String),
+        ("net_quantity".into(), DEC),
+        ("avg_cost".into(), DEC),
+        ("realized_pnl".into(), DEC),
+    ]));
+    let out_schema = schema.clone();
+    let book = concat([carried, fills], UnionArgs::default())
+        .unwrap_or_else(failed)
+        .sort(["_kind", "ts", "_partition", "_offset"], sorted())
+        .map(
+            move |df| apply_fills(&df),
+            opts(),
+            Some(Arc::new(move |_: &Schema| Ok(out_schema.clone()))),
+            Some("average cost"),
+        );
+    let closes = bars.select([col("symbol"), col("close").alias("_close")]);
+    let previous_closes = previous
+        .select([col("symbol"), col("close_price").alias("_prev_close")])
+        .filter(col("_prev_close").is_not_null())
+        .unique_stable(
+            Some(polars::prelude::cols(["symbol"])),
+            UniqueKeepStrategy::First,
+        );
+    let marked = left_join(
+        left_join(book, closes, &["symbol"]),
+        previous_closes,
+        &["symbol"],
+    )
+    .with_columns([when(col("_close").is_not_null())
+        .then(col("_close"))
+        .otherwise(col("_prev_close"))
+        .alias("close_price")])
+    .with_columns([
+        (col("net_quantity") * col("close_price")).alias("market_value"),
+        ((col("close_price") - col("avg_cost")) * col("net_quantity")).alias("unrealized_pnl"),
+    ]);
+    marked.sort(["account", "symbol"], sorted()).select([
+        w.date_lit(),
+        col("account"),
+        col("symbol"),
+        col("net_quantity"),
+        col("avg_cost"),
+        col("realized_pnl"),
+        col("close_price"),
+        col("market_value"),
+        col("unrealized_pnl"),
+    ])
+}
+
+/// The sequential step of [`positions`]: carried rows (kind 0) seed the book, fills (kind 1,
+/// in rank order) move it.
+fn apply_fills(df: &DataFrame) -> PolarsResult<DataFrame> {
+    let kind = df.column("_kind")?.as_materialized_series().i32()?.clone();
+    let (account, symbol, side) = (
+        texts(df, "account")?,
+        texts(df, "symbol")?,
+        texts(df, "side")?,
+    );
+    let (price, quantity) = (decimals(df, "price")?, decimals(df, "quantity")?);
+    let (net, avg, realized) = (
+        decimals(df, "net_quantity")?,
+        decimals(df, "avg_cost")?,
+        decimals(df, "realized_pnl")?,
+    );
+    let mut book: BTreeMap<(String, String), Position> = BTreeMap::new();
+    let d = |v: Option<i128>| Decimal::from_raw(v.unwrap_or(0));
+    for (i, k) in kind.iter().enumerate() {
+        let key = (
+            account[i].clone().unwrap_or_default(),
+            symbol[i].clone().unwrap_or_default(),
+        );
+        if k == Some(0) {
+            book.insert(
+                key,
+                Position {
+                    net_quantity: d(net[i]),
+                    avg_cost: d(avg[i]),
+                    realized_pnl: d(realized[i]),
+                },
+            );
+            continue;
+        }
+        let side = match side[i].as_deref() {
+            Some("BUY") => Side::Buy,
+            Some("SELL") => Side::Sell,
+            other => {
+                return Err(PolarsError::ComputeError(
+                    format!("execution with side {other:?}").into(),
+                ));
+            }
+        };
+        book.entry(key)
+            .or_default()
+            .apply(side, d(price[i]), d(quantity[i]))
+            .map_err(lake_err)?;
+    }
+    let n = book.len();
+    let mut cols = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut vals = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for ((a, s), p) in book {
+        cols.0.push(a);
+        cols.1.push(s);
+        vals.0.push(Some(p.net_quantity.raw()));
+        vals.1.push(Some(p.avg_cost.raw()));
+        vals.2.push(Some(p.realized_pnl.raw()));
+    }
+    DataFrame::new(
+        n,
+        vec![
+            Series::new("account".into(), cols.0).into_column(),
+            Series::new("symbol".into(), cols.1).into_column(),
+            decimal_series("net_quantity", vals.0)?.into_column(),
+            decimal_series("avg_cost", vals.1)?.into_column(),
+            decimal_series("realized_pnl", vals.2)?.into_column(),
+        ],
+    )
+}
+
+fn decimal_map_frame(key: &str, map: &BTreeMap<String, Decimal>, value: &str) -> LazyFrame {
+    let keys: Vec<String> = map.keys().cloned().collect();
+    let values: Vec<Option<i128>> = map.values().map(|d| Some(d.raw())).collect();
+    let n = keys.len();
+    let frame = decimal_series(value, values).and_then(|v| {
+        DataFrame::new(
+            n,
+            vec![Series::new(key.into(), keys).into_column(), v.into_column()],
+        )
+    });
+    match frame {
+        Ok(df) => df.lazy(),
+        Err(e) => failed(e),
+    }
+}
+
+/// `l3/desk_exposure`: the positions' market values (flat and unpriced positions left out, as
+/// `lake::reference::desk_exposure`) summed by desk, asset class and currency: gross = sum of
+/// absolute values, net = sum. In the reporting currency at the date's FX rate, ranked by
+/// reporting gross (rank 1 the largest; ties by desk, class, currency) with each row's share of
+/// the date's total, the top `top_n` flagged, and the desk's gross against its limit.
+pub fn desk_exposure(
+    positions: LazyFrame,
+    instruments: LazyFrame,
+    accounts: LazyFrame,
+    fx: LazyFrame,
+    w: &Window,
+    p: &JobParams,
+) -> LazyFrame {
+    let mv = col("market_value");
+    let held = positions.filter(
+        col("net_quantity")
+            .neq(lit(0).cast(DEC))
+            .and(mv.clone().is_not_null()),
+    );
+    let accounts = accounts.select([col("account"), col("desk")]);
+    let instruments = instruments.select([col("symbol"), col("asset_class"), col("currency")]);
+    let unknown = |c: &str| {
+        when(col(c).is_null())
+            .then(lit("UNKNOWN"))
+            .otherwise(col(c))
+            .alias(c)
+    };
+    let fx = fx
+        .filter(
+            col("date")
+                .cast(DataType::Int32)
+                .eq(lit(w.date.days_since_epoch())),
+        )
+        .select([col("currency"), col("rate_to_reporting").alias("fx_rate")]);
+    let grouped = left_join(
+        left_join(held, accounts, &["account"]),
+        instruments,
+        &["symbol"],
+    )
+    .with_columns([unknown("desk"), unknown("asset_class"), unknown("currency")])
+    .group_by([col("desk"), col("asset_class"), col("currency")])
+    .agg([
+        when(mv.clone().lt(lit(0).cast(DEC)))
+            .then(lit(0).cast(DEC) - mv.clone())
+            .otherwise(mv.clone())
+            .sum()
+            .alias("gross_notional"),
+        mv.sum().alias("net_notional"),
+    ]);
+    let converted = left_join(grouped, fx, &["currency"]).with_columns([
+        (col("gross_notional") * col("fx_rate")).alias("reporting_gross_notional"),
+        (col("net_notional") * col("fx_rate")).alias("reporting_net_notional"),
+    ]);
+    let ranked = converted
+        .sort_by_exprs(
+            [
+                col("reporting_gross_notional"),
+                col("desk"),
+                col("asset_class"),
+                col("currency"),
+            ],
+            SortMultipleOptions::default()
+                .with_order_descending_multi([true, false, false, false])
+                .with_nulls_last(true)
+                .with_maintain_order(true),
+        )
+        .with_row_index("_row", Some(1))
+        .with_columns([
+            when(col("reporting_gross_notional").is_not_null())
+                .then(col("_row").cast(DataType::Int64))
+                .otherwise(lit(polars::prelude::NULL).cast(DataType::Int64))
+                .alias("concentration_rank"),
+            (col("reporting_gross_notional") / col("reporting_gross_notional").sum())
+                .alias("concentration_share"),
+        ])
+        .with_columns([col("concentration_rank")
+            .lt_eq(lit(p.top_n as i64))
+            .fill_null(lit(false))
+            .alias("top_n")]);
+    let desk_totals = ranked
+        .clone()
+        .group_by([col("desk")])
+        .agg([col("reporting_gross_notional").sum().alias("_desk_gross")]);
+    let limits = decimal_map_frame("desk", &p.desk_limits, "desk_gross_limit");
+    left_join(left_join(ranked, desk_totals, &["desk"]), limits, &["desk"])
+        .with_columns([col("_desk_gross")
+            .gt(col("desk_gross_limit"))
+            .fill_null(lit(false))
+            .alias("limit_breach")])
+        .sort(["desk", "asset_class", "currency"], sorted())
+        .select([
+            w.date_lit(),
+            col("desk"),
+            col("asset_class"),
+            col("currency"),
+            col("gross_notional"),
+            col("net_notional"),
+            col("fx_rate"),
+            col("reporting_gross_notional"),
+            col("reporting_net_notional"),
+            col("concentration_rank"),
+            col("concentration_share"),
+            col("top_n"),
+            col("desk_gross_limit"),
+            col("limit_breach"),
+        ])
+}
+
+/// `l3/large_trades`: effective executions whose notional (instrument currency) is at or
+/// above their asset class's threshold (`*` for classes without one; none: no large trades).
+pub fn large_trades(l2_executions: LazyFrame, p: &JobParams) -> LazyFrame {
+    let mut classes = p.large_trade_thresholds.clone();
+    let default = classes.remove("*");
+    let thresholds = decimal_map_frame("asset_class", &classes, "_threshold");
+    let threshold = match default {
+        Some(d) => when(col("_threshold").is_null())
+            .then(dec_lit(d))
+            .otherwise(col("_threshold")),
+        None => col("_threshold"),
+    };
+    left_join(l2_executions, thresholds, &["asset_class"])
+        .filter(col("notional").gt_eq(threshold).fill_null(lit(false)))
+        .sort(["exec_id"], sorted())
+        .select(
+            [
+                "business_date",
+                "exec_id",
+                "account",
+                "desk",
+                "symbol",
+                "side",
+                "quantity",
+                "price",
+                "notional",
+            ]
+            .map(col),
+        )
+}
+
+/// `l3/transaction_report`: every effective execution in the shape of a MiFIR RTS 22 report.
+/// The firm's account is the buyer of a BUY and the seller of a SELL; on a venue the other
+/// side is the venue's MIC (`XOFF` when none was given).
+pub fn transaction_report(l2_executions: LazyFrame) -> LazyFrame {
+    let venue = when(col("venue").is_null())
+        .then(lit("XOFF"))
+        .otherwise(col("venue"));
+    let buy = col("side").eq(lit("BUY"));
+    l2_executions
+        .with_columns([
+            venue.clone().alias("venue"),
+            when(buy.clone())
+                .then(col("account"))
+                .otherwise(venue.clone())
+                .alias("buyer"),
+            when(buy)
+                .then(venue)
+                .otherwise(col("account"))
+                .alias("seller"),
+        ])
+        .sort(["exec_id"], sorted())
+        .select([
+            col("business_date"),
+            col("exec_id"),
+            col("ts").alias("trading_datetime"),
+            col("isin"),
+            col("symbol"),
+            col("price"),
+            col("quantity"),
+            col("currency"),
+            col("venue"),
+            col("buyer"),
+            col("seller"),
+            col("legal_entity"),
+            col("account"),
+            col("trader"),
+            col("side"),
+            col("notional"),
+        ])
+}
+
+/// `l3/order_stats`: per trader, the date's NEW orders, modifies and cancels (distinct order
+/// events) and NEW executions (distinct exec ids, the trader's by the execution's `trader`),
+/// with the order-to-trade ratio (order messages per execution, none without executions).
+pub fn order_stats(l1_orders: LazyFrame, l1_executions: LazyFrame, w: &Window) -> LazyFrame {
+    let orders = distinct_orders(l1_orders, w)
+        .group_by([col("trader")])
+        .agg([
+            count(col("action").eq(lit("NEW"))).alias("orders"),
+            count(col("action").eq(lit("MODIFY"))).alias("modifies"),
+            count(col("action").eq(lit("CANCEL"))).alias("cancels"),
+        ]);
+    let execs = distinct_executions(l1_executions, w)
+        .filter(col("lifecycle").eq(lit("NEW")))
+        .group_by([col("trader")])
+        .agg([len().cast(DataType::Int64).alias("executions")]);
+    let zero = |c: &str| col(c).fill_null(lit(0i64)).alias(c);
+    orders
+        .join(
+            execs,
+            [col("trader")],
+            [col("trader")],
+            JoinArgs::new(JoinType::Full)
+                .with_coalesce(polars::prelude::JoinCoalesce::CoalesceColumns),
+        )
+        .with_columns([
+            zero("orders"),
+            zero("modifies"),
+            zero("cancels"),
+            zero("executions"),
+        ])
+        .with_columns([when(col("executions").gt(lit(0i64)))
+            .then(
+                (col("orders") + col("modifies") + col("cancels")).cast(DEC)
+                    / col("executions").cast(DEC),
+            )
+            .otherwise(lit(polars::prelude::NULL).cast(DEC))
+            .alias("order_to_trade")])
+        .sort(["trader"], sorted())
+        .select([
+            w.date_lit(),
+            col("trader"),
+            col("orders"),
+            col("modifies"),
+            col("cancels"),
+            col("executions"),
+            col("order_to_trade"),
+        ])
+}
+
+/// What [`reconciliation`] compares.
+#[derive(Clone)]
+pub struct ReconInputs {
+    /// `l1/market_trades` (any rows; the window selects).
+    pub l1_trades: LazyFrame,
+    /// `l1/executions`.
+    pub l1_executions: LazyFrame,
+    /// `l1/orders`.
+    pub l1_orders: LazyFrame,
+    /// The date's `l2/market_trades`.
+    pub l2_trades: LazyFrame,
+    /// The date's `l2/executions`.
+    pub l2_executions: LazyFrame,
+    /// The date's `l2/orders`.
+    pub l2_orders: LazyFrame,
+    /// The date's `l3/daily_bars`.
+    pub bars: LazyFrame,
+    /// The date's `l3/positions`.
+    pub positions: LazyFrame,
+    /// The previous date's `l3/positions` (empty for the first date).
+    pub previous_positions: LazyFrame,
+}
+
+fn recon_row(
+    dataset: &str,
+    measure: &str,
+    l1: Expr,
+    l2: Expr,
+    l3: Expr,
+    ok: Expr,
+    detail: Expr,
+) -> Vec<Expr> {
+    vec![
+        lit(dataset.to_string()).alias("dataset"),
+        lit(measure.to_string()).alias("measure"),
+        l1.cast(DEC).alias("l1"),
+        l2.cast(DEC).alias("l2"),
+        l3.cast(DEC).alias("l3"),
+        when(ok)
+            .then(lit("OK"))
+            .otherwise(lit("BREAK"))
+            .alias("status"),
+        detail.cast(DataType::String).alias("detail"),
+    ]
+}
+
+/// Joins two one-row frames side by side.
+trait Cross1 {
+    fn cross1(self, other: LazyFrame) -> LazyFrame;
+}
+
+impl Cross1 for LazyFrame {
+    fn cross1(self, other: LazyFrame) -> LazyFrame {
+        let k = || lit(1i32).alias("_k");
+        self.with_columns([k()])
+            .join(
+                other.with_columns([k()]),
+                [col("_k")],
+                [col("_k")],
+                JoinArgs::new(JoinType::Inner),
+            )
+            .drop(polars::prelude::cols(["_k"]))
+    }
+}
+
+/// The number of rows and the first 20 values of `id`, comma separated, as one row.
+fn count_and_list(lf: LazyFrame, id: &'static str) -> LazyFrame {
+    let schema: SchemaRef = Arc::new(Schema::from_iter([
+        ("_n".into(), DataType::Int64),
+        ("_ids".into(), DataType::String),
+    ]));
+    lf.select([col(id)]).map(
+        move |df| {
+            let ids = texts(&df, id)?;
+            let listed: Vec<String> = ids.iter().take(20).flatten().cloned().collect();
+            DataFrame::new(
+                1,
+                vec![
+                    Series::new("_n".into(), vec![df.height() as i64]).into_column(),
+                    Series::new("_ids".into(), vec![listed.join(",")]).into_column(),
+                ],
+            )
+        },
+        opts(),
+        Some(Arc::new(move |_: &Schema| Ok(schema.clone()))),
+        Some("list ids"),
+    )
+}
+
+fn null_dec() -> Expr {
+    lit(polars::prelude::NULL).cast(DEC)
+}
+
+fn null_text() -> Expr {
+    lit(polars::prelude::NULL).cast(DataType::String)
+}
+
+/// `l3/reconciliation`: counts and sums through the layers, one row per dataset and measure.
+/// `BREAK` rows are what needs a person: L2 and L3 disagreeing, positions that do not move by
+/// the date's executions, corrections of executions the date does not hold, executions that
+/// reference data could not enrich (ids listed, at most 20).
+pub fn reconciliation(i: &ReconInputs, w: &Window) -> LazyFrame {
+    let one = |lf: LazyFrame, exprs: Vec<Expr>| lf.select(exprs);
+    let raw_trades = i.l1_trades.clone().filter(w.contains_ts());
+    let trades = raw_trades
+        .clone()
+        .select([len().alias("l1"), col("volume").sum().alias("l1_volume")])
+        .cross1(
+            i.l2_trades
+                .clone()
+                .select([len().alias("l2"), col("volume").sum().alias("l2_volume")]),
+        )
+        .cross1(i.bars.clone().select([
+            col("trade_count").sum().alias("l3"),
+            col("volume").sum().alias("l3_volume"),
+        ]));
+    let trade_count = one(
+        trades.clone(),
+        recon_row(
+            "market_trades",
+            "count",
+            col("l1"),
+            col("l2"),
+            col("l3"),
+            col("l2")
+                .cast(DataType::Int64)
+                .eq(col("l3").fill_null(lit(0i64)).cast(DataType::Int64)),
+            null_text(),
+        ),
+    );
+    let trade_volume = one(
+        trades,
+        recon_row(
+            "market_trades",
+            "volume",
+            col("l1_volume"),
+            col("l2_volume"),
+            col("l3_volume"),
+            col("l2_volume")
+                .fill_null(lit(0).cast(DEC))
+                .eq(col("l3_volume").fill_null(lit(0).cast(DEC))),
+            null_text(),
+        ),
+    );
+    let signed = when(col("side").eq(lit("BUY")))
+        .then(col("quantity"))
+        .otherwise(lit(0).cast(DEC) - col("quantity"));
+    let moved = i
+        .positions
+        .clone()
+        .select([col("net_quantity").sum().alias("_now")])
+        .cross1(
+            i.previous_positions
+                .clone()
+                .select([col("net_quantity").sum().alias("_before")]),
+        )
+        .select([(col("_now").fill_null(lit(0).cast(DEC))
+            - col("_before").fill_null(lit(0).cast(DEC)))
+        .alias("l3")]);
+    let execs = i
+        .l1_executions
+        .clone()
+        .filter(w.contains_ts())
+        .select([len().alias("l1")])
+        .cross1(i.l2_executions.clone().select([
+            len().alias("l2"),
+            signed.sum().alias("l2_net"),
+            col("notional").sum().alias("l2_notional"),
+        ]))
+        .cross1(moved);
+    let exec_count = one(
+        execs.clone(),
+        recon_row(
+            "executions",
+            "count",
+            col("l1"),
+            col("l2"),
+            null_dec(),
+            lit(true),
+            null_text(),
+        ),
+    );
+    let exec_net = one(
+        execs.clone(),
+        recon_row(
+            "executions",
+            "net_quantity",
+            null_dec(),
+            col("l2_net"),
+            col("l3"),
+            col("l2_net").fill_null(lit(0).cast(DEC)).eq(col("l3")),
+            null_text(),
+        ),
+    );
+    let exec_notional = one(
+        execs,
+        recon_row(
+            "executions",
+            "notional",
+            null_dec(),
+            col("l2_notional"),
+            null_dec(),
+            lit(true),
+            null_text(),
+        ),
+    );
+    // corrections whose execution is not among the date's
+    let rows = distinct_executions(i.l1_executions.clone(), w);
+    let fills = rows.clone().filter(is_fill()).select([
+        col("exec_id").alias("ref_exec_id"),
+        lit(true).alias("_known"),
+    ]);
+    let orphans = left_join(rows.filter(is_fill().not()), fills, &["ref_exec_id"])
+        .filter(col("_known").is_null())
+        .sort(["exec_id"], sorted());
+    let listed = |lf: LazyFrame, id: &'static str, dataset: &str, measure: &str, l1: bool| {
+        count_and_list(lf, id).select(recon_row(
+            dataset,
+            measure,
+            if l1 { col("_n") } else { null_dec() },
+            if l1 { null_dec() } else { col("_n") },
+            null_dec(),
+            col("_n").eq(lit(0i64)),
+            when(col("_n").gt(lit(0i64)))
+                .then(col("_ids"))
+                .otherwise(null_text()),
+        ))
+    };
+    let orphan_row = listed(orphans, "exec_id", "executions", "orphan_corrections", true);
+    let unenriched = i
+        .l2_executions
+        .clone()
+        .filter(
+            col("desk")
+                .is_null()
+                .or(col("isin").is_null())
+                .or(col("fx_rate").is_null()),
+        )
+        .sort(["exec_id"], sorted());
+    let unenriched_row = listed(unenriched, "exec_id", "executions", "unenriched", false);
+    let order_count = one(
+        i.l1_orders
+            .clone()
+            .filter(w.contains_ts())
+            .select([len().alias("l1")])
+            .cross1(i.l2_orders.clone().select([len().alias("l2")])),
+        recon_row(
+            "orders",
+            "count",
+            col("l1"),
+            col("l2"),
+            null_dec(),
+            lit(true),
+            null_text(),
+        ),
+    );
+    concat(
+        [
+            trade_count,
+            trade_volume,
+            exec_count,
+            exec_net,
+            exec_notional,
+            orphan_row,
+            unenriched_row,
+            order_count,
+        ],
+        UnionArgs::default(),
+    )
+    .unwrap_or_else(failed)
+    .select([
+        w.date_lit(),
+        col("dataset"),
+        col("measure"),
+        col("l1"),
+        col("l2"),
+        col("l3"),
+        col("status"),
+        col("detail"),
+    ])
+}

@@ -1,0 +1,573 @@
+//! The runner: one business date through the job chain L1 -> L2 -> L3.
+//!
+//! 1. Open the L1 and reference tables at their current versions (the run's inputs) and read
+//!    only the event-date partitions that can hold the date's events.
+//! 2. Run the jobs (Polars), L2 first, then L3 from the L2 frames.
+//! 3. The batch boundary: for every Kafka partition the inputs hold (and every one an earlier
+//!    run's boundary named), the last offset ingest committed in the input version. Serving
+//!    answers the events of dates up to this date and at or below these offsets from the batch
+//!    view, and the rest from the speed layer.
+//! 4. Replace the date's partition of each output table, one atomic commit per table, then
+//!    append the ledger row that publishes the run: date, inputs and versions, boundary,
+//!    output versions, rows, duration, status. A run that fails or is killed before that row
+//!    published nothing: readers that follow the ledger (serving) never see it, and a reader of
+//!    one table sees the old partition or the new one, never a mix. A rerun replaces the date
+//!    again with the same bytes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use chrono::Utc;
+use deltalake::arrow::array::{
+    Array, ArrayRef, AsArray, Date32Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
+};
+use deltalake::arrow::compute::cast;
+use deltalake::arrow::datatypes::{DataType as ArrowType, Date32Type, SchemaRef};
+use deltalake::datafusion::prelude::{Expr as DfExpr, col as df_col, lit as df_lit};
+use deltalake::datafusion::scalar::ScalarValue;
+use lakehouse_lake::catalog::names;
+use lakehouse_lake::{
+    BusinessCalendar, BusinessDate, ErrorKind, EventTime, Lake, PipelineId, Table, TopicPartition,
+    Version, schema,
+};
+use polars::prelude::{DataFrame, IntoLazy};
+use serde_json::{Value, json};
+
+use crate::frame::{self, FrameError};
+use crate::jobs::{self, JobParams, Window};
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The lake.
+    #[error(transparent)]
+    Lake(Box<lakehouse_lake::Error>),
+    /// Polars or the hand-over.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// A job.
+    #[error("polars: {0}")]
+    Polars(#[from] polars::prelude::PolarsError),
+}
+
+impl From<lakehouse_lake::Error> for RunError {
+    fn from(e: lakehouse_lake::Error) -> Self {
+        RunError::Lake(Box::new(e))
+    }
+}
+
+impl RunError {
+    /// Is retrying the run pointless (bad input or configuration)?
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, RunError::Lake(e) if e.kind() == ErrorKind::InvalidInput)
+    }
+}
+
+/// The outputs in the order the run writes them.
+pub const OUTPUTS: [&str; 10] = [
+    names::L2_MARKET_TRADES,
+    names::L2_EXECUTIONS,
+    names::L2_ORDERS,
+    names::DAILY_BARS,
+    names::POSITIONS,
+    names::DESK_EXPOSURE,
+    names::LARGE_TRADES,
+    names::TRANSACTION_REPORT,
+    names::ORDER_STATS,
+    names::RECONCILIATION,
+];
+
+/// The L1 event tables a run reads.
+const EVENT_INPUTS: [&str; 3] = [names::MARKET_TRADES, names::EXECUTIONS, names::ORDERS];
+const REF_INPUTS: [&str; 3] = [
+    names::REF_INSTRUMENTS,
+    names::REF_ACCOUNTS,
+    names::REF_FX_RATES,
+];
+
+/// What a finished run did.
+#[derive(Clone, Debug)]
+pub struct RunReport {
+    /// The run's id (also in every output commit's metadata).
+    pub run_id: String,
+    /// The business date.
+    pub date: BusinessDate,
+    /// Input tables and the versions read.
+    pub inputs: BTreeMap<String, Version>,
+    /// The batch boundary: last offset covered per topic and partition.
+    pub boundary: BTreeMap<String, BTreeMap<i32, i64>>,
+    /// Output tables and the versions written.
+    pub outputs: BTreeMap<String, Version>,
+    /// Rows written per output table.
+    pub rows: BTreeMap<String, usize>,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+/// Runs dates through the job chain.
+#[derive(Clone, Debug)]
+pub struct Runner {
+    lake: Lake,
+    calendar: BusinessCalendar,
+    params: JobParams,
+    pipeline: PipelineId,
+}
+
+fn date_lit(d: BusinessDate) -> DfExpr {
+    df_lit(ScalarValue::Date32(Some(d.days_since_epoch())))
+}
+
+impl Runner {
+    /// A runner over `lake`; `pipeline` is ingest's pipeline id (whose committed offsets make
+    /// the boundary).
+    pub fn new(
+        lake: Lake,
+        calendar: BusinessCalendar,
+        params: JobParams,
+        pipeline: PipelineId,
+    ) -> Runner {
+        Runner {
+            lake,
+            calendar,
+            params,
+            pipeline,
+        }
+    }
+
+    /// The window of `date` under the runner's calendar.
+    pub fn window(&self, date: BusinessDate) -> Window {
+        let (start, end) = self.calendar.utc_range(date);
+        Window { date, start, end }
+    }
+
+    /// Runs `date` and publishes it in the ledger. On failure a `failed` ledger row records
+    /// the error (when the lake still takes writes) and the error is returned.
+    pub async fn run(&self, date: BusinessDate) -> Result<RunReport, RunError> {
+        let run_id = uuid::Uuid::new_v4().to_string();
+        let started = Utc::now();
+        let clock = Instant::now();
+        self.lake.ensure_catalog().await?;
+        match self.execute(date, &run_id, clock).await {
+            Ok(report) => {
+                self.ledger(&run_id, date, "succeeded", started, Some(&report), None)
+                    .await?;
+                Ok(report)
+            }
+            Err(e) => {
+                if let Err(ledger) = self
+                    .ledger(&run_id, date, "failed", started, None, Some(&e.to_string()))
+                    .await
+                {
+                    tracing::error!(%ledger, "cannot record the failed run in the ledger");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn execute(
+        &self,
+        date: BusinessDate,
+        run_id: &str,
+        clock: Instant,
+    ) -> Result<RunReport, RunError> {
+        let w = self.window(date);
+        let mut inputs = BTreeMap::new();
+        let mut l1 = BTreeMap::new();
+        let mut l1_tables = BTreeMap::new();
+        // the UTC dates the window touches: its events' `event_date` partitions
+        let first = w.start.utc_date();
+        let last = EventTime::from_micros(w.end.micros() - 1).utc_date();
+        let event_dates: Vec<DfExpr> = first
+            .iter_days()
+            .take_while(|d| *d <= last)
+            .map(|d| date_lit(BusinessDate(d)))
+            .collect();
+        for name in EVENT_INPUTS {
+            let table = self.lake.table(name).await?;
+            inputs.insert(name.to_string(), table.version().unwrap_or_default());
+            let filter = df_col(schema::COL_EVENT_DATE).in_list(event_dates.clone(), false);
+            let schema = table.schema()?;
+            let batches = conform(&schema, &table.scan(Some(filter), None).await?)?;
+            l1.insert(name, frame::to_polars(&frame_schema(&schema), &batches)?);
+            l1_tables.insert(name, table);
+        }
+        let mut refs = BTreeMap::new();
+        for name in REF_INPUTS {
+            let table = self.lake.table(name).await?;
+            inputs.insert(name.to_string(), table.version().unwrap_or_default());
+            let schema = table.schema()?;
+            let batches = conform(&schema, &table.read_all().await?)?;
+            refs.insert(
+                name,
+                frame::to_polars(&frame_schema(&schema), &batches)?.lazy(),
+            );
+        }
+        let previous = self.previous_positions(date).await?;
+        let boundary = self.boundary(&l1, &l1_tables).await?;
+
+        let lazy = |name: &str| l1[name].clone().lazy();
+        let r = |name: &str| refs[name].clone();
+        let p = &self.params;
+        let l2_trades = jobs::l2_market_trades(lazy(names::MARKET_TRADES), &w, p).collect()?;
+        let l2_execs = jobs::l2_executions(
+            lazy(names::EXECUTIONS),
+            r(names::REF_INSTRUMENTS),
+            r(names::REF_ACCOUNTS),
+            r(names::REF_FX_RATES),
+            &w,
+        )
+        .collect()?;
+        let l2_orders = jobs::l2_orders(lazy(names::ORDERS), &w).collect()?;
+        let bars = jobs::daily_bars(l2_trades.clone().lazy()).collect()?;
+        let positions = jobs::positions(
+            previous.lazy(),
+            l2_execs.clone().lazy(),
+            bars.clone().lazy(),
+            &w,
+        )
+        .collect()?;
+        let exposure = jobs::desk_exposure(
+            positions.clone().lazy(),
+            r(names::REF_INSTRUMENTS),
+            r(names::REF_ACCOUNTS),
+            r(names::REF_FX_RATES),
+            &w,
+            p,
+        )
+        .collect()?;
+        let large = jobs::large_trades(l2_execs.clone().lazy(), p).collect()?;
+        let report = jobs::transaction_report(l2_execs.clone().lazy()).collect()?;
+        let stats =
+            jobs::order_stats(lazy(names::ORDERS), lazy(names::EXECUTIONS), &w).collect()?;
+        let recon = jobs::reconciliation(
+            &jobs::ReconInputs {
+                l1_trades: lazy(names::MARKET_TRADES),
+                l1_executions: lazy(names::EXECUTIONS),
+                l1_orders: lazy(names::ORDERS),
+                l2_trades: l2_trades.clone().lazy(),
+                l2_executions: l2_execs.clone().lazy(),
+                l2_orders: l2_orders.clone().lazy(),
+                bars: bars.clone().lazy(),
+                positions: positions.clone().lazy(),
+                previous_positions: self.previous_positions(date).await?.lazy(),
+            },
+            &w,
+        )
+        .collect()?;
+
+        let frames = [
+            l2_trades, l2_execs, l2_orders, bars, positions, exposure, large, report, stats, recon,
+        ];
+        let mut outputs = BTreeMap::new();
+        let mut rows = BTreeMap::new();
+        for (name, mut df) in OUTPUTS.into_iter().zip(frames) {
+            let mut table = self.lake.table(name).await?;
+            let schema = table.schema()?;
+            // one chunk: the files written do not depend on how Polars split its work
+            df.rechunk_mut_par();
+            rows.insert(name.to_string(), df.height());
+            let batches = frame::from_polars(&mut df, &schema)?;
+            let meta = [
+                ("lakehouse.batch.run_id".to_string(), json!(run_id)),
+                ("lakehouse.batch.inputs".to_string(), json!(inputs)),
+            ]
+            .into_iter()
+            .collect();
+            let v = table
+                .replace_partition(schema::COL_BUSINESS_DATE, date, batches, meta)
+                .await?;
+            outputs.insert(name.to_string(), v);
+            tracing::debug!(table = name, version = v, "replaced {date}");
+        }
+        Ok(RunReport {
+            run_id: run_id.to_string(),
+            date,
+            inputs,
+            boundary,
+            outputs,
+            rows,
+            seconds: clock.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// The closing positions of the latest date before `date` that has them (none: empty).
+    async fn previous_positions(&self, date: BusinessDate) -> Result<DataFrame, RunError> {
+        let table = self.lake.table(names::POSITIONS).await?;
+        let schema = table.schema()?;
+        let before = df_col(schema::COL_BUSINESS_DATE).lt(date_lit(date));
+        let dates = table
+            .scan(Some(before), Some(&[schema::COL_BUSINESS_DATE]))
+            .await?;
+        let latest = dates
+            .iter()
+            .flat_map(|b| {
+                cast(b.column(0), &ArrowType::Date32)
+                    .map(|c| {
+                        c.as_primitive::<Date32Type>()
+                            .iter()
+                            .flatten()
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default()
+            })
+            .max();
+        let batches = match latest {
+            Some(d) => {
+                let at = df_col(schema::COL_BUSINESS_DATE)
+                    .eq(date_lit(BusinessDate::from_days_since_epoch(d)));
+                table.scan(Some(at), None).await?
+            }
+            None => Vec::new(),
+        };
+        let batches = conform(&schema, &batches)?;
+        Ok(frame::to_polars(&schema, &batches)?)
+    }
+
+    /// The last committed offset of every partition the inputs hold and of every partition of
+    /// the last published run's boundary.
+    async fn boundary(
+        &self,
+        l1: &BTreeMap<&str, DataFrame>,
+        tables: &BTreeMap<&str, Table>,
+    ) -> Result<BTreeMap<String, BTreeMap<i32, i64>>, RunError> {
+        let mut wanted: BTreeSet<(String, i32)> = BTreeSet::new();
+        for df in l1.values() {
+            let parts = df
+                .clone()
+                .lazy()
+                .select([
+                    polars::prelude::col(schema::COL_TOPIC),
+                    polars::prelude::col(schema::COL_PARTITION),
+                ])
+                .unique(None, polars::prelude::UniqueKeepStrategy::First)
+                .collect()?;
+            let topics = parts.column(schema::COL_TOPIC)?.str()?.clone();
+            let ps = parts.column(schema::COL_PARTITION)?.i32()?.clone();
+            for (t, p) in topics.iter().zip(ps.iter()) {
+                if let (Some(t), Some(p)) = (t, p) {
+                    wanted.insert((t.to_string(), p));
+                }
+            }
+        }
+        if let Some(last) = self.last_published().await? {
+            for (t, parts) in last.boundary {
+                for p in parts.keys() {
+                    wanted.insert((t.clone(), *p));
+                }
+            }
+        }
+        let mut out: BTreeMap<String, BTreeMap<i32, i64>> = BTreeMap::new();
+        for (topic, p) in wanted {
+            let tp = TopicPartition::new(topic.clone(), p);
+            for table in tables.values() {
+                if let Some(o) = table.committed_offset(&self.pipeline, &tp).await? {
+                    out.entry(topic.clone()).or_default().insert(p, o.0);
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The newest succeeded run in the ledger.
+    pub async fn last_published(&self) -> Result<Option<LedgerRow>, RunError> {
+        Ok(read_ledger(&self.lake)
+            .await?
+            .into_iter()
+            .filter(|r| r.status == "succeeded")
+            .max_by_key(|r| (r.finished_at, r.business_date)))
+    }
+
+    async fn ledger(
+        &self,
+        run_id: &str,
+        date: BusinessDate,
+        status: &str,
+        started: chrono::DateTime<Utc>,
+        report: Option<&RunReport>,
+        error: Option<&str>,
+    ) -> Result<(), RunError> {
+        let mut table = self.lake.table(names::BATCH_LEDGER).await?;
+        let ts = |t: chrono::DateTime<Utc>| {
+            std::sync::Arc::new(
+                TimestampMicrosecondArray::from(vec![t.timestamp_micros()]).with_timezone("UTC"),
+            ) as ArrayRef
+        };
+        let text = |s: String| std::sync::Arc::new(StringArray::from(vec![s])) as ArrayRef;
+        let json_text = |v: Value| text(v.to_string());
+        let batch = RecordBatch::try_new(
+            schema::batch_ledger(),
+            vec![
+                text(run_id.to_string()),
+                std::sync::Arc::new(Date32Array::from(vec![date.days_since_epoch()])),
+                text("eod".into()),
+                text(status.into()),
+                ts(started),
+                ts(Utc::now()),
+                json_text(json!(report.map(|r| &r.inputs))),
+                json_text(json!(report.map(|r| &r.boundary))),
+                json_text(json!(report.map(|r| &r.outputs))),
+                std::sync::Arc::new(Int64Array::from(vec![
+                    report.map(|r| r.rows.values().sum::<usize>() as i64),
+                ])),
+                std::sync::Arc::new(StringArray::from(vec![error.map(str::to_string)])),
+            ],
+        )
+        .map_err(FrameError::from)?;
+        table.append(vec![batch], Default::default()).await?;
+        Ok(())
+    }
+}
+
+/// Scanned batches in exactly the table's schema: the scan hands partition columns back in
+/// its own order and strings as views.
+fn conform(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<RecordBatch>, RunError> {
+    let out = batches
+        .iter()
+        .map(|b| {
+            let cols: Vec<ArrayRef> = schema
+                .fields()
+                .iter()
+                .map(|f| match b.column_by_name(f.name()) {
+                    Some(c) if matches!(f.data_type(), ArrowType::List(_)) => Ok(joined(c)),
+                    Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
+                    Some(c) => cast(c, f.data_type()),
+                    None => Ok(deltalake::arrow::array::new_null_array(
+                        f.data_type(),
+                        b.num_rows(),
+                    )),
+                })
+                .collect::<Result<_, _>>()?;
+            RecordBatch::try_new(frame_schema(schema), cols)
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(FrameError::from)?;
+    Ok(out)
+}
+
+/// The schema the jobs see: list columns (the tape's `conditions`) as one text, the items
+/// joined by `,` (condition codes are short alphanumeric codes).
+fn frame_schema(schema: &SchemaRef) -> SchemaRef {
+    let fields: Vec<_> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            ArrowType::List(_) => std::sync::Arc::new(deltalake::arrow::datatypes::Field::new(
+                f.name(),
+                ArrowType::Utf8,
+                true,
+            )),
+            _ => f.clone(),
+        })
+        .collect();
+    std::sync::Arc::new(deltalake::arrow::datatypes::Schema::new(fields))
+}
+
+fn joined(list: &ArrayRef) -> ArrayRef {
+    let list = list.as_list::<i32>();
+    let values: StringArray = (0..list.len())
+        .map(|i| {
+            list.is_valid(i).then(|| {
+                let items =
+                    cast(&list.value(i), &ArrowType::Utf8).unwrap_or_else(|_| list.value(i));
+                items
+                    .as_string_opt::<i32>()
+                    .map(|s| s.iter().flatten().collect::<Vec<_>>().join(","))
+                    .unwrap_or_default()
+            })
+        })
+        .collect();
+    std::sync::Arc::new(values)
+}
+
+/// One row of `system/batch_ledger`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LedgerRow {
+    /// Run id.
+    pub run_id: String,
+    /// Business date.
+    pub business_date: BusinessDate,
+    /// `succeeded` or `failed`.
+    pub status: String,
+    /// When it finished (µs).
+    pub finished_at: i64,
+    /// Input tables and versions.
+    pub inputs: BTreeMap<String, Version>,
+    /// The batch boundary.
+    pub boundary: BTreeMap<String, BTreeMap<i32, i64>>,
+    /// Output tables and versions.
+    pub outputs: BTreeMap<String, Version>,
+    /// Rows written.
+    pub rows: Option<i64>,
+    /// The error of a failed run.
+    pub error: Option<String>,
+}
+
+/// Every row of the ledger (none before the first run).
+pub async fn read_ledger(lake: &Lake) -> Result<Vec<LedgerRow>, RunError> {
+    let table = match lake.table(names::BATCH_LEDGER).await {
+        Ok(t) => t,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = Vec::new();
+    for b in table.read_all().await? {
+        let text = |name: &str| -> Result<Vec<Option<String>>, RunError> {
+            let c = cast(
+                b.column_by_name(name).expect("ledger column"),
+                &ArrowType::Utf8,
+            )
+            .map_err(FrameError::from)?;
+            Ok(c.as_string::<i32>()
+                .iter()
+                .map(|v| v.map(str::to_string))
+                .collect())
+        };
+        let (ids, status, inputs, boundary, outputs, errors) = (
+            text("run_id")?,
+            text("status")?,
+            text("input_versions")?,
+            text("boundary_offsets")?,
+            text("output_versions")?,
+            text("error")?,
+        );
+        let dates = b
+            .column_by_name(schema::COL_BUSINESS_DATE)
+            .expect("ledger column")
+            .as_primitive::<Date32Type>()
+            .clone();
+        let finished = cast(
+            b.column_by_name("finished_at").expect("ledger column"),
+            &ArrowType::Int64,
+        )
+        .map_err(FrameError::from)?;
+        let finished = finished.as_primitive::<deltalake::arrow::datatypes::Int64Type>();
+        let rows = b
+            .column_by_name("rows")
+            .expect("ledger column")
+            .as_primitive::<deltalake::arrow::datatypes::Int64Type>()
+            .clone();
+        fn parse<T: serde::de::DeserializeOwned + Default>(s: &Option<String>) -> T {
+            s.as_deref()
+                .and_then(|s| serde_json::from_str(s).ok())
+                .unwrap_or_default()
+        }
+        for i in 0..b.num_rows() {
+            out.push(LedgerRow {
+                run_id: ids[i].clone().unwrap_or_default(),
+                business_date: BusinessDate::from_days_since_epoch(dates.value(i)),
+                status: status[i].clone().unwrap_or_default(),
+                finished_at: finished.value(i),
+                inputs: parse(&inputs[i]),
+                boundary: parse(&boundary[i]),
+                outputs: parse(&outputs[i]),
+                rows: rows.is_valid(i).then(|| rows.value(i)),
+                error: errors[i].clone(),
+            });
+        }
+    }
+    out.sort_by_key(|r| (r.finished_at, r.business_date));
+    Ok(out)
+}

@@ -1,0 +1,371 @@
+//! Golden tests of the job chain on small hand-made L1 inputs in an in-memory lake: duplicate
+//! deliveries, amends, cancels, a position carried over two days, and reruns that give the
+//! same bytes.
+
+use std::collections::BTreeMap;
+
+use deltalake::arrow::array::{Array, AsArray, RecordBatch};
+use deltalake::arrow::compute::cast;
+use deltalake::arrow::datatypes::{DataType, Decimal128Type};
+use lakehouse_batch::{JobParams, Runner};
+use lakehouse_lake::catalog::{self, names};
+use lakehouse_lake::events::{self, Execution, KafkaMeta, Lifecycle, MarketTrade, Side};
+use lakehouse_lake::events::{Account, FxRate, Instrument};
+use lakehouse_lake::{
+    BusinessCalendar, BusinessDate, Decimal, EventTime, Lake, LakeConfig, Offset, OffsetRanges,
+    PipelineId, TopicPartition,
+};
+
+fn d(s: &str) -> Decimal {
+    s.parse().unwrap()
+}
+
+fn t(s: &str) -> EventTime {
+    EventTime::parse_rfc3339(s).unwrap()
+}
+
+fn meta(topic: &str, offset: i64) -> KafkaMeta {
+    KafkaMeta {
+        topic: topic.into(),
+        partition: 0,
+        offset,
+        kafka_ts: None,
+        ingest_ts: EventTime::from_micros(0),
+    }
+}
+
+fn exec(id: &str, account: &str, side: Side, price: &str, qty: &str, ts: &str) -> Execution {
+    Execution {
+        exec_id: id.into(),
+        order_id: format!("O-{id}"),
+        account: account.into(),
+        trader: "T1".into(),
+        symbol: "AAPL".into(),
+        venue: Some("XNAS".into()),
+        side,
+        price: d(price),
+        quantity: d(qty),
+        currency: "USD".into(),
+        ts: t(ts),
+        lifecycle: Lifecycle::New,
+        ref_exec_id: None,
+    }
+}
+
+fn correction(
+    id: &str,
+    of: &str,
+    lifecycle: Lifecycle,
+    price: &str,
+    qty: &str,
+    ts: &str,
+) -> Execution {
+    Execution {
+        lifecycle,
+        ref_exec_id: Some(of.into()),
+        ..exec(id, "A1", Side::Buy, price, qty, ts)
+    }
+}
+
+fn print(id: &str, price: &str, volume: &str, ts: &str) -> MarketTrade {
+    MarketTrade {
+        trade_id: Some(id.into()),
+        symbol: "AAPL".into(),
+        venue: Some("XNAS".into()),
+        price: d(price),
+        volume: d(volume),
+        ts: t(ts),
+        conditions: vec![],
+    }
+}
+
+async fn append(lake: &Lake, table: &str, topic: &str, batch: RecordBatch, last: i64) {
+    let mut tbl = lake.table(table).await.unwrap();
+    let mut ranges = OffsetRanges::new();
+    let tp = TopicPartition::new(topic, 0);
+    let first = tbl
+        .committed_offset(&PipelineId::new("ingest"), &tp)
+        .await
+        .unwrap()
+        .map_or(0, |o| o.0 + 1);
+    ranges.record(&tp, Offset(first));
+    ranges.record(&tp, Offset(last));
+    tbl.append_exactly_once(&PipelineId::new("ingest"), vec![batch], &ranges)
+        .await
+        .unwrap();
+}
+
+async fn lake() -> Lake {
+    let lake = Lake::open(&LakeConfig {
+        root: "memory:///".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    lake.ensure_catalog().await.unwrap();
+    let mut i = lake.table(names::REF_INSTRUMENTS).await.unwrap();
+    i.replace_all(
+        vec![
+            events::instruments_batch(&[Instrument {
+                symbol: "AAPL".into(),
+                isin: "US0378331005".into(),
+                asset_class: "EQUITY".into(),
+                currency: "USD".into(),
+                tick_size: d("0.01"),
+                lot_size: d("1"),
+            }])
+            .unwrap(),
+        ],
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let mut a = lake.table(names::REF_ACCOUNTS).await.unwrap();
+    a.replace_all(
+        vec![
+            events::accounts_batch(&[Account {
+                account: "A1".into(),
+                desk: "EQ".into(),
+                legal_entity: "LE1".into(),
+            }])
+            .unwrap(),
+        ],
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let mut fx = lake.table(names::REF_FX_RATES).await.unwrap();
+    let rates: Vec<FxRate> = ["2026-01-05", "2026-01-06"]
+        .iter()
+        .map(|day| FxRate {
+            date: day.parse().unwrap(),
+            currency: "USD".into(),
+            rate_to_reporting: d("0.9"),
+        })
+        .collect();
+    fx.replace_all(
+        vec![events::fx_rates_batch(&rates).unwrap()],
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    lake
+}
+
+fn params() -> JobParams {
+    JobParams {
+        large_trade_thresholds: BTreeMap::from([("*".into(), d("1500"))]),
+        desk_limits: BTreeMap::from([("EQ".into(), d("100"))]),
+        top_n: 1,
+        ..Default::default()
+    }
+}
+
+async fn rows(lake: &Lake, table: &str, date: &str) -> Vec<RecordBatch> {
+    let t = lake.table(table).await.unwrap();
+    let filter = deltalake::datafusion::prelude::col("business_date").eq(
+        deltalake::datafusion::prelude::lit(deltalake::datafusion::scalar::ScalarValue::Date32(
+            Some(date.parse::<BusinessDate>().unwrap().days_since_epoch()),
+        )),
+    );
+    t.scan(Some(filter), None).await.unwrap()
+}
+
+fn texts(batches: &[RecordBatch], col: &str) -> Vec<String> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            let c = cast(b.column_by_name(col).unwrap(), &DataType::Utf8).unwrap();
+            c.as_string::<i32>()
+                .iter()
+                .map(|v| v.unwrap_or("null").to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn decs(batches: &[RecordBatch], col: &str) -> Vec<Option<Decimal>> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            let c = b
+                .column_by_name(col)
+                .unwrap()
+                .as_primitive::<Decimal128Type>()
+                .clone();
+            (0..c.len())
+                .map(|i| c.is_valid(i).then(|| Decimal::from_raw(c.value(i))))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_days_with_duplicates_amends_cancels_and_a_carried_position() {
+    let lake = lake().await;
+    // day 1: E1 buy 100 @ 10, delivered twice; E2 buy 50 @ 11 amended to 40 @ 12; E3 cancelled
+    let day1 = [
+        exec("E1", "A1", Side::Buy, "10", "100", "2026-01-05T14:30:00Z"),
+        exec("E1", "A1", Side::Buy, "10", "100", "2026-01-05T14:30:00Z"),
+        exec("E2", "A1", Side::Buy, "11", "50", "2026-01-05T15:00:00Z"),
+        correction(
+            "E2A",
+            "E2",
+            Lifecycle::Amend,
+            "12",
+            "40",
+            "2026-01-05T15:01:00Z",
+        ),
+        exec("E3", "A1", Side::Sell, "13", "10", "2026-01-05T16:00:00Z"),
+        correction(
+            "E3C",
+            "E3",
+            Lifecycle::Cancel,
+            "13",
+            "10",
+            "2026-01-05T16:00:05Z",
+        ),
+        correction(
+            "E9A",
+            "E9",
+            Lifecycle::Amend,
+            "1",
+            "1",
+            "2026-01-05T16:00:06Z",
+        ),
+        // day 2: sell 70 @ 15 against avg cost (1000 + 480) / 140
+        exec("E4", "A1", Side::Sell, "15", "70", "2026-01-06T14:30:00Z"),
+    ];
+    let rows_e: Vec<_> = day1
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.clone(), meta("executions", i as i64)))
+        .collect();
+    append(
+        &lake,
+        names::EXECUTIONS,
+        "executions",
+        events::executions_batch(&rows_e).unwrap(),
+        7,
+    )
+    .await;
+    let prints = [
+        print("P1", "10", "5", "2026-01-05T14:30:00Z"),
+        print("P2", "12", "15", "2026-01-05T15:00:00Z"),
+        print("P2", "12", "15", "2026-01-05T15:00:00Z"),
+        print("P3", "11.5", "1", "2026-01-05T20:59:59Z"),
+        print("P4", "16", "3", "2026-01-06T15:00:00Z"),
+    ];
+    let rows_t: Vec<_> = prints
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.clone(), meta("market-trades", i as i64)))
+        .collect();
+    append(
+        &lake,
+        names::MARKET_TRADES,
+        "market-trades",
+        events::market_trades_batch(&rows_t).unwrap(),
+        4,
+    )
+    .await;
+
+    let runner = Runner::new(
+        lake.clone(),
+        BusinessCalendar::default(),
+        params(),
+        PipelineId::new("ingest"),
+    );
+    let r1 = runner.run("2026-01-05".parse().unwrap()).await.unwrap();
+    assert_eq!(r1.boundary["executions"][&0], 7);
+    assert_eq!(r1.boundary["market-trades"][&0], 4);
+
+    // L2: E1 once, E2 amended, E3 cancelled
+    let l2 = rows(&lake, names::L2_EXECUTIONS, "2026-01-05").await;
+    assert_eq!(texts(&l2, "exec_id"), ["E1", "E2"]);
+    assert_eq!(decs(&l2, "price"), [Some(d("10")), Some(d("12"))]);
+    assert_eq!(decs(&l2, "quantity"), [Some(d("100")), Some(d("40"))]);
+    assert_eq!(decs(&l2, "notional"), [Some(d("1000")), Some(d("480"))]);
+    assert_eq!(
+        decs(&l2, "reporting_notional"),
+        [Some(d("900")), Some(d("432"))]
+    );
+    assert_eq!(texts(&l2, "desk"), ["EQ", "EQ"]);
+    assert_eq!(texts(&l2, "isin"), ["US0378331005", "US0378331005"]);
+
+    // bars: P2 once; VWAP = (50 + 180 + 11.5) / 21
+    let bars = rows(&lake, names::DAILY_BARS, "2026-01-05").await;
+    assert_eq!(decs(&bars, "open"), [Some(d("10"))]);
+    assert_eq!(decs(&bars, "close"), [Some(d("11.5"))]);
+    assert_eq!(decs(&bars, "high"), [Some(d("12"))]);
+    assert_eq!(decs(&bars, "volume"), [Some(d("21"))]);
+    assert_eq!(
+        decs(&bars, "vwap"),
+        [Some(d("241.5").div_rounded(d("21")).unwrap())]
+    );
+
+    // day-1 position: 140 @ (1000 + 480) / 140, marked at 11.5
+    let pos = rows(&lake, names::POSITIONS, "2026-01-05").await;
+    let avg = d("1480").div_rounded(d("140")).unwrap();
+    assert_eq!(decs(&pos, "net_quantity"), [Some(d("140"))]);
+    assert_eq!(decs(&pos, "avg_cost"), [Some(avg)]);
+    assert_eq!(decs(&pos, "market_value"), [Some(d("1610"))]);
+
+    // large trades: only E1 (1000 < 1500? no: E1 is 1000) -> none at 1500
+    assert!(
+        texts(
+            &rows(&lake, names::LARGE_TRADES, "2026-01-05").await,
+            "exec_id"
+        )
+        .is_empty()
+    );
+
+    // exposure: 1610 gross, 1449 in reporting currency, above the desk limit of 100
+    let exp = rows(&lake, names::DESK_EXPOSURE, "2026-01-05").await;
+    assert_eq!(decs(&exp, "gross_notional"), [Some(d("1610"))]);
+    assert_eq!(decs(&exp, "reporting_gross_notional"), [Some(d("1449"))]);
+    assert_eq!(texts(&exp, "limit_breach"), ["true"]);
+    assert_eq!(texts(&exp, "top_n"), ["true"]);
+
+    // reconciliation: the orphan amend E9A is a break, the rest ties out
+    let recon = rows(&lake, names::RECONCILIATION, "2026-01-05").await;
+    let measures = texts(&recon, "measure");
+    let status = texts(&recon, "status");
+    let detail = texts(&recon, "detail");
+    for (i, m) in measures.iter().enumerate() {
+        if m == "orphan_corrections" {
+            assert_eq!((status[i].as_str(), detail[i].as_str()), ("BREAK", "E9A"));
+        } else {
+            assert_eq!(status[i], "OK", "{m}");
+        }
+    }
+
+    // day 2: the position carries over; selling 70 realizes (15 - avg) x 70
+    runner.run("2026-01-06".parse().unwrap()).await.unwrap();
+    let pos2 = rows(&lake, names::POSITIONS, "2026-01-06").await;
+    assert_eq!(decs(&pos2, "net_quantity"), [Some(d("70"))]);
+    assert_eq!(decs(&pos2, "avg_cost"), [Some(avg)]);
+    let realized = Decimal::wide_rounded((d("15").raw() - avg.raw()) * d("70").raw()).unwrap();
+    assert_eq!(decs(&pos2, "realized_pnl"), [Some(realized)]);
+    assert_eq!(decs(&pos2, "close_price"), [Some(d("16"))]);
+    // the same from scratch with lake::positions
+    let mut book = lakehouse_lake::positions::Positions::new();
+    for (e, m) in &rows_e {
+        book.add(e, m.partition, m.offset);
+    }
+    let p = book.position("A1", "AAPL").unwrap();
+    assert_eq!(
+        (p.net_quantity, p.avg_cost, p.realized_pnl),
+        (d("70"), avg, realized)
+    );
+
+    // a rerun replaces the date with the same rows and publishes again
+    let before = rows(&lake, names::POSITIONS, "2026-01-05").await;
+    let r1b = runner.run("2026-01-05".parse().unwrap()).await.unwrap();
+    assert_eq!(rows(&lake, names::POSITIONS, "2026-01-05").await, before);
+    assert!(r1b.outputs[names::POSITIONS] > r1.outputs[names::POSITIONS]);
+    let ledger = lakehouse_batch::runner::read_ledger(&lake).await.unwrap();
+    assert_eq!(ledger.len(), 3);
+    assert!(ledger.iter().all(|r| r.status == "succeeded"));
+    let _ = catalog::tables();
+}

@@ -74,6 +74,20 @@ fn by_rank(lf: LazyFrame) -> LazyFrame {
     lf.sort(["ts", "_partition", "_offset"], sorted())
 }
 
+/// The date's FX rates: `currency`, `fx_rate`.
+fn fx_of_date(fx: LazyFrame, w: &Window) -> LazyFrame {
+    fx.filter(
+        col("date")
+            .cast(DataType::Int32)
+            .eq(lit(w.date.days_since_epoch())),
+    )
+    .select([col("currency"), col("rate_to_reporting").alias("fx_rate")])
+}
+
+fn zero_dec() -> Expr {
+    lit(0).cast(DEC)
+}
+
 fn dec_lit(d: Decimal) -> Expr {
     lit(d.to_string()).cast(DEC)
 }
@@ -216,13 +230,7 @@ pub fn l2_executions(
     ]);
     let accounts = accounts.select([col("account"), col("desk"), col("legal_entity")]);
     let instruments = instruments.select([col("symbol"), col("isin"), col("asset_class")]);
-    let fx = fx
-        .filter(
-            col("date")
-                .cast(DataType::Int32)
-                .eq(lit(w.date.days_since_epoch())),
-        )
-        .select([col("currency"), col("rate_to_reporting").alias("fx_rate")]);
+    let fx = fx_of_date(fx, w);
     let enriched = left_join(
         left_join(
             left_join(fills, accounts, &["account"]),
@@ -442,7 +450,6 @@ pub fn positions(
     bars: LazyFrame,
     w: &Window,
 ) -> LazyFrame {
-    let null_dec = || lit(polars::prelude::NULL).cast(DEC);
     let carried = previous.clone().select([
         lit(0i32).cast(DataType::Int32).alias("_kind"),
         col("account"),
@@ -629,7 +636,7 @@ pub fn desk_exposure(
     let mv = col("market_value");
     let held = positions.filter(
         col("net_quantity")
-            .neq(lit(0).cast(DEC))
+            .neq(zero_dec())
             .and(mv.clone().is_not_null()),
     );
     let accounts = accounts.select([col("account"), col("desk")]);
@@ -640,13 +647,7 @@ pub fn desk_exposure(
             .otherwise(col(c))
             .alias(c)
     };
-    let fx = fx
-        .filter(
-            col("date")
-                .cast(DataType::Int32)
-                .eq(lit(w.date.days_since_epoch())),
-        )
-        .select([col("currency"), col("rate_to_reporting").alias("fx_rate")]);
+    let fx = fx_of_date(fx, w);
     let grouped = left_join(
         left_join(held, accounts, &["account"]),
         instruments,
@@ -655,8 +656,8 @@ pub fn desk_exposure(
     .with_columns([unknown("desk"), unknown("asset_class"), unknown("currency")])
     .group_by([col("desk"), col("asset_class"), col("currency")])
     .agg([
-        when(mv.clone().lt(lit(0).cast(DEC)))
-            .then(lit(0).cast(DEC) - mv.clone())
+        when(mv.clone().lt(zero_dec()))
+            .then(zero_dec() - mv.clone())
             .otherwise(mv.clone())
             .sum()
             .alias("gross_notional"),
@@ -981,14 +982,14 @@ pub fn reconciliation(i: &ReconInputs, w: &Window) -> LazyFrame {
             col("l2_volume"),
             col("l3_volume"),
             col("l2_volume")
-                .fill_null(lit(0).cast(DEC))
-                .eq(col("l3_volume").fill_null(lit(0).cast(DEC))),
+                .fill_null(zero_dec())
+                .eq(col("l3_volume").fill_null(zero_dec())),
             null_text(),
         ),
     );
     let signed = when(col("side").eq(lit("BUY")))
         .then(col("quantity"))
-        .otherwise(lit(0).cast(DEC) - col("quantity"));
+        .otherwise(zero_dec() - col("quantity"));
     let moved = i
         .positions
         .clone()
@@ -998,9 +999,9 @@ pub fn reconciliation(i: &ReconInputs, w: &Window) -> LazyFrame {
                 .clone()
                 .select([col("net_quantity").sum().alias("_before")]),
         )
-        .select([(col("_now").fill_null(lit(0).cast(DEC))
-            - col("_before").fill_null(lit(0).cast(DEC)))
-        .alias("l3")]);
+        .select([
+            (col("_now").fill_null(zero_dec()) - col("_before").fill_null(zero_dec())).alias("l3"),
+        ]);
     let execs = i
         .l1_executions
         .clone()
@@ -1032,7 +1033,7 @@ pub fn reconciliation(i: &ReconInputs, w: &Window) -> LazyFrame {
             null_dec(),
             col("l2_net"),
             col("l3"),
-            col("l2_net").fill_null(lit(0).cast(DEC)).eq(col("l3")),
+            col("l2_net").fill_null(zero_dec()).eq(col("l3")),
             null_text(),
         ),
     );

@@ -204,7 +204,7 @@ impl Runner {
                 frame::to_polars(&frame_schema(&schema), &batches)?.lazy(),
             );
         }
-        let previous = self.previous_positions(date).await?;
+        let previous = self.previous_positions(date).await?.lazy();
         let boundary = self.boundary(&l1, &l1_tables).await?;
 
         let lazy = |name: &str| l1[name].clone().lazy();
@@ -222,7 +222,7 @@ impl Runner {
         let l2_orders = jobs::l2_orders(lazy(names::ORDERS), &w).collect()?;
         let bars = jobs::daily_bars(l2_trades.clone().lazy()).collect()?;
         let positions = jobs::positions(
-            previous.lazy(),
+            previous.clone(),
             l2_execs.clone().lazy(),
             bars.clone().lazy(),
             &w,
@@ -251,7 +251,7 @@ impl Runner {
                 l2_orders: l2_orders.clone().lazy(),
                 bars: bars.clone().lazy(),
                 positions: positions.clone().lazy(),
-                previous_positions: self.previous_positions(date).await?.lazy(),
+                previous_positions: previous.clone(),
             },
             &w,
         )

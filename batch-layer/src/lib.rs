@@ -2,11 +2,17 @@
 //!
 //! - [`frame`]: record batches <-> Polars data frames (Arrow IPC in memory, no `unsafe`).
 //! - [`jobs`]: the pure `LazyFrame -> LazyFrame` jobs, one per L2 and L3 table.
+//! - [`runner`]: one business date through the chain, published in the run ledger.
+//! - [`schedule`] and [`cron`]: `lakehouse batch schedule` (catch-up, retries).
+//! - [`maintenance`]: compaction, checkpoints and vacuum.
 
 pub mod config;
+pub mod cron;
 pub mod frame;
 pub mod jobs;
+pub mod maintenance;
 pub mod runner;
+pub mod schedule;
 
 pub use config::BatchConfig;
 pub use jobs::JobParams;

@@ -49,6 +49,9 @@ pub enum RunError {
     /// A job.
     #[error("polars: {0}")]
     Polars(#[from] polars::prelude::PolarsError),
+    /// The job thread panicked or was cancelled.
+    #[error("batch job thread: {0}")]
+    Task(String),
 }
 
 impl From<lakehouse_lake::Error> for RunError {
@@ -204,62 +207,20 @@ impl Runner {
                 frame::to_polars(&frame_schema(&schema), &batches)?.lazy(),
             );
         }
-        let previous = self.previous_positions(date).await?.lazy();
-        let boundary = self.boundary(&l1, &l1_tables).await?;
+        let previous = self.previous_positions(date).await?;
+        // Polars runs on its own threads, off the async runtime (which keeps serving I/O)
+        let params = self.params.clone();
+        let (frames, partitions) = tokio::task::spawn_blocking(move || -> Result<_, RunError> {
+            let partitions = partitions_of(&l1)?;
+            Ok((
+                compute(&l1, &refs, previous.lazy(), &w, &params)?,
+                partitions,
+            ))
+        })
+        .await
+        .map_err(|e| RunError::Task(e.to_string()))??;
+        let boundary = self.boundary(partitions, &l1_tables).await?;
 
-        let lazy = |name: &str| l1[name].clone().lazy();
-        let r = |name: &str| refs[name].clone();
-        let p = &self.params;
-        let l2_trades = jobs::l2_market_trades(lazy(names::MARKET_TRADES), &w, p).collect()?;
-        let l2_execs = jobs::l2_executions(
-            lazy(names::EXECUTIONS),
-            r(names::REF_INSTRUMENTS),
-            r(names::REF_ACCOUNTS),
-            r(names::REF_FX_RATES),
-            &w,
-        )
-        .collect()?;
-        let l2_orders = jobs::l2_orders(lazy(names::ORDERS), &w).collect()?;
-        let bars = jobs::daily_bars(l2_trades.clone().lazy()).collect()?;
-        let positions = jobs::positions(
-            previous.clone(),
-            l2_execs.clone().lazy(),
-            bars.clone().lazy(),
-            &w,
-        )
-        .collect()?;
-        let exposure = jobs::desk_exposure(
-            positions.clone().lazy(),
-            r(names::REF_INSTRUMENTS),
-            r(names::REF_ACCOUNTS),
-            r(names::REF_FX_RATES),
-            &w,
-            p,
-        )
-        .collect()?;
-        let large = jobs::large_trades(l2_execs.clone().lazy(), p).collect()?;
-        let report = jobs::transaction_report(l2_execs.clone().lazy()).collect()?;
-        let stats =
-            jobs::order_stats(lazy(names::ORDERS), lazy(names::EXECUTIONS), &w).collect()?;
-        let recon = jobs::reconciliation(
-            &jobs::ReconInputs {
-                l1_trades: lazy(names::MARKET_TRADES),
-                l1_executions: lazy(names::EXECUTIONS),
-                l1_orders: lazy(names::ORDERS),
-                l2_trades: l2_trades.clone().lazy(),
-                l2_executions: l2_execs.clone().lazy(),
-                l2_orders: l2_orders.clone().lazy(),
-                bars: bars.clone().lazy(),
-                positions: positions.clone().lazy(),
-                previous_positions: previous.clone(),
-            },
-            &w,
-        )
-        .collect()?;
-
-        let frames = [
-            l2_trades, l2_execs, l2_orders, bars, positions, exposure, large, report, stats, recon,
-        ];
         let mut outputs = BTreeMap::new();
         let mut rows = BTreeMap::new();
         for (name, mut df) in OUTPUTS.into_iter().zip(frames) {
@@ -329,28 +290,9 @@ impl Runner {
     /// the last published run's boundary.
     async fn boundary(
         &self,
-        l1: &BTreeMap<&str, DataFrame>,
+        mut wanted: BTreeSet<(String, i32)>,
         tables: &BTreeMap<&str, Table>,
     ) -> Result<BTreeMap<String, BTreeMap<i32, i64>>, RunError> {
-        let mut wanted: BTreeSet<(String, i32)> = BTreeSet::new();
-        for df in l1.values() {
-            let parts = df
-                .clone()
-                .lazy()
-                .select([
-                    polars::prelude::col(schema::COL_TOPIC),
-                    polars::prelude::col(schema::COL_PARTITION),
-                ])
-                .unique(None, polars::prelude::UniqueKeepStrategy::First)
-                .collect()?;
-            let topics = parts.column(schema::COL_TOPIC)?.str()?.clone();
-            let ps = parts.column(schema::COL_PARTITION)?.i32()?.clone();
-            for (t, p) in topics.iter().zip(ps.iter()) {
-                if let (Some(t), Some(p)) = (t, p) {
-                    wanted.insert((t.to_string(), p));
-                }
-            }
-        }
         if let Some(last) = self.last_published().await? {
             for (t, parts) in last.boundary {
                 for p in parts.keys() {
@@ -419,6 +361,91 @@ impl Runner {
         table.append(vec![batch], Default::default()).await?;
         Ok(())
     }
+}
+
+/// The job chain over one date's inputs, in [`OUTPUTS`] order.
+fn compute(
+    l1: &BTreeMap<&str, DataFrame>,
+    refs: &BTreeMap<&str, polars::prelude::LazyFrame>,
+    previous: polars::prelude::LazyFrame,
+    w: &Window,
+    p: &JobParams,
+) -> Result<[DataFrame; 10], RunError> {
+    let lazy = |name: &str| l1[name].clone().lazy();
+    let r = |name: &str| refs[name].clone();
+    let l2_trades = jobs::l2_market_trades(lazy(names::MARKET_TRADES), w, p).collect()?;
+    let l2_execs = jobs::l2_executions(
+        lazy(names::EXECUTIONS),
+        r(names::REF_INSTRUMENTS),
+        r(names::REF_ACCOUNTS),
+        r(names::REF_FX_RATES),
+        w,
+    )
+    .collect()?;
+    let l2_orders = jobs::l2_orders(lazy(names::ORDERS), w).collect()?;
+    let bars = jobs::daily_bars(l2_trades.clone().lazy()).collect()?;
+    let positions = jobs::positions(
+        previous.clone(),
+        l2_execs.clone().lazy(),
+        bars.clone().lazy(),
+        w,
+    )
+    .collect()?;
+    let exposure = jobs::desk_exposure(
+        positions.clone().lazy(),
+        r(names::REF_INSTRUMENTS),
+        r(names::REF_ACCOUNTS),
+        r(names::REF_FX_RATES),
+        w,
+        p,
+    )
+    .collect()?;
+    let large = jobs::large_trades(l2_execs.clone().lazy(), p).collect()?;
+    let report = jobs::transaction_report(l2_execs.clone().lazy()).collect()?;
+    let stats = jobs::order_stats(lazy(names::ORDERS), lazy(names::EXECUTIONS), w).collect()?;
+    let recon = jobs::reconciliation(
+        &jobs::ReconInputs {
+            l1_trades: lazy(names::MARKET_TRADES),
+            l1_executions: lazy(names::EXECUTIONS),
+            l1_orders: lazy(names::ORDERS),
+            l2_trades: l2_trades.clone().lazy(),
+            l2_executions: l2_execs.clone().lazy(),
+            l2_orders: l2_orders.clone().lazy(),
+            bars: bars.clone().lazy(),
+            positions: positions.clone().lazy(),
+            previous_positions: previous.clone(),
+        },
+        w,
+    )
+    .collect()?;
+
+    Ok([
+        l2_trades, l2_execs, l2_orders, bars, positions, exposure, large, report, stats, recon,
+    ])
+}
+
+/// The Kafka (topic, partition) pairs the inputs hold.
+fn partitions_of(l1: &BTreeMap<&str, DataFrame>) -> Result<BTreeSet<(String, i32)>, RunError> {
+    let mut wanted = BTreeSet::new();
+    for df in l1.values() {
+        let parts = df
+            .clone()
+            .lazy()
+            .select([
+                polars::prelude::col(schema::COL_TOPIC),
+                polars::prelude::col(schema::COL_PARTITION),
+            ])
+            .unique(None, polars::prelude::UniqueKeepStrategy::First)
+            .collect()?;
+        let topics = parts.column(schema::COL_TOPIC)?.str()?.clone();
+        let ps = parts.column(schema::COL_PARTITION)?.i32()?.clone();
+        for (t, p) in topics.iter().zip(ps.iter()) {
+            if let (Some(t), Some(p)) = (t, p) {
+                wanted.insert((t.to_string(), p));
+            }
+        }
+    }
+    Ok(wanted)
 }
 
 /// Scanned batches in exactly the table's schema: the scan hands partition columns back in

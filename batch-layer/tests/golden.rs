@@ -200,9 +200,9 @@ fn decs(batches: &[RecordBatch], col: &str) -> Vec<Option<Decimal>> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_days_with_duplicates_amends_cancels_and_a_carried_position() {
-    let lake = lake().await;
+/// Two days of executions (duplicates, an amend, a cancel, an orphan amend) and prints; the
+/// executions with their Kafka positions.
+async fn two_days(lake: &Lake) -> Vec<(Execution, KafkaMeta)> {
     // day 1: E1 buy 100 @ 10, delivered twice; E2 buy 50 @ 11 amended to 40 @ 12; E3 cancelled
     let day1 = [
         exec("E1", "A1", Side::Buy, "10", "100", "2026-01-05T14:30:00Z"),
@@ -242,7 +242,7 @@ async fn two_days_with_duplicates_amends_cancels_and_a_carried_position() {
         .map(|(i, e)| (e.clone(), meta("executions", i as i64)))
         .collect();
     append(
-        &lake,
+        lake,
         names::EXECUTIONS,
         "executions",
         events::executions_batch(&rows_e).unwrap(),
@@ -262,7 +262,7 @@ async fn two_days_with_duplicates_amends_cancels_and_a_carried_position() {
         .map(|(i, p)| (p.clone(), meta("market-trades", i as i64)))
         .collect();
     append(
-        &lake,
+        lake,
         names::MARKET_TRADES,
         "market-trades",
         events::market_trades_batch(&rows_t).unwrap(),
@@ -270,6 +270,13 @@ async fn two_days_with_duplicates_amends_cancels_and_a_carried_position() {
     )
     .await;
 
+    rows_e
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_days_with_duplicates_amends_cancels_and_a_carried_position() {
+    let lake = lake().await;
+    let rows_e = two_days(&lake).await;
     let runner = Runner::new(
         lake.clone(),
         BusinessCalendar::default(),
@@ -363,4 +370,83 @@ async fn two_days_with_duplicates_amends_cancels_and_a_carried_position() {
     let ledger = lakehouse_batch::runner::read_ledger(&lake).await.unwrap();
     assert_eq!(ledger.len(), 3);
     assert!(ledger.iter().all(|r| r.status == "succeeded"));
+}
+
+/// The scheduler at start: the default schedule's firings in the catch-up period make Monday
+/// and Tuesday due; both run in order and publish, maintenance compacts the closed L1 date, and
+/// a second pass finds nothing left to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduler_catches_up_missed_dates_then_maintains() {
+    use lakehouse_batch::maintenance::MaintenanceConfig;
+    use lakehouse_batch::schedule::{RetryPolicy, Schedule, Scheduler};
+    let lake = lake().await;
+    two_days(&lake).await;
+    // a second file in the tape's 2026-01-05 partition, for compaction to merge
+    let late = [(
+        print("P5", "11", "2", "2026-01-05T20:00:00Z"),
+        meta("market-trades", 5),
+    )];
+    append(
+        &lake,
+        names::MARKET_TRADES,
+        "market-trades",
+        events::market_trades_batch(&late).unwrap(),
+        5,
+    )
+    .await;
+    let calendar = BusinessCalendar::default();
+    let runner = Runner::new(lake.clone(), calendar, params(), PipelineId::new("ingest"));
+    let schedule = Schedule::new(&[], calendar).unwrap();
+    let scheduler = Scheduler::new(
+        lake.clone(),
+        runner,
+        schedule.clone(),
+        RetryPolicy {
+            retries: 1,
+            backoff: std::time::Duration::from_millis(10),
+            max_backoff: std::time::Duration::from_millis(10),
+        },
+        std::time::Duration::from_secs(7 * 86_400),
+        MaintenanceConfig::default(),
+    );
+    let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc();
+    // started Thursday 2026-01-08 at 00:10, looking back to Sunday: the firings of Tuesday
+    // and Wednesday 00:15 closed Monday and Tuesday; Thursday's has not come yet. (A week back,
+    // Thursday to Saturday's firings would add Wednesday to Friday of the week before.)
+    let due = schedule.due(at("2026-01-04T00:00:00Z"), at("2026-01-08T00:10:00Z"));
+    let day = |s: &str| s.parse::<BusinessDate>().unwrap();
+    assert_eq!(
+        due.iter().copied().collect::<Vec<_>>(),
+        [day("2026-01-05"), day("2026-01-06")]
+    );
+    let week = schedule.due(at("2026-01-01T00:10:00Z"), at("2026-01-08T00:10:00Z"));
+    assert_eq!(week.len(), 5);
+    let pass = scheduler.pass(due.clone()).await.unwrap();
+    assert!(pass.failed.is_none(), "{:?}", pass.failed);
+    assert!(pass.pending.is_empty());
+    let published: Vec<_> = pass.published.iter().map(|r| r.date).collect();
+    assert_eq!(published, due.iter().copied().collect::<Vec<_>>());
+    // the carried position comes from Monday, run before Tuesday
+    let pos2 = rows(&lake, names::POSITIONS, "2026-01-06").await;
+    assert_eq!(decs(&pos2, "net_quantity"), [Some(d("70"))]);
+    let tape = lake.table(names::MARKET_TRADES).await.unwrap();
+    let ops: Vec<String> = tape
+        .history(Some(3))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.operation)
+        .collect();
+    assert!(ops.iter().any(|o| o == "OPTIMIZE"), "{ops:?}");
+    assert_eq!(tape.file_uris().unwrap().len(), 2, "05 compacted, 06 alone");
+    // nothing left: a second pass runs nothing
+    let again = scheduler.pass(due).await.unwrap();
+    assert!(again.published.is_empty());
+    assert_eq!(
+        lakehouse_batch::runner::read_ledger(&lake)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
 }

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use lakehouse_batch::Runner;
+use lakehouse_batch::schedule::Scheduler;
 use lakehouse_lake::{BusinessDate, Lake, PipelineId};
 use tracing::info;
 
@@ -81,6 +82,39 @@ pub(crate) async fn run(cfg: Config, dates: Vec<BusinessDate>) -> Result<String>
         }
     }
     Ok(out)
+}
+
+/// `lakehouse batch schedule`: catch up, then run at every firing until SIGINT/SIGTERM.
+pub(crate) async fn schedule(cfg: Config) -> Result<String> {
+    let stop = crate::ingest::stop_signal()?;
+    let calendar = cfg.calendar.calendar()?;
+    let schedule = cfg
+        .batch
+        .schedule(calendar)
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    let lake = Lake::open(&cfg.lake).await?;
+    let scheduler = Scheduler::new(
+        lake.clone(),
+        runner(&cfg, lake)?,
+        schedule,
+        cfg.batch.retry(),
+        cfg.batch.catch_up,
+        cfg.batch.maintenance.clone(),
+    );
+    let crons: Vec<String> = scheduler
+        .schedule()
+        .crons()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    info!(
+        schedule = %crons.join(" | "),
+        time_zone = %calendar.time_zone(),
+        catch_up = %humantime::format_duration(cfg.batch.catch_up),
+        "batch scheduler started"
+    );
+    scheduler.run(stop).await?;
+    Ok("batch scheduler stopped\n".into())
 }
 
 /// A one-line progress bar on a terminal, a log line per step otherwise.

@@ -171,6 +171,15 @@ enum BatchCommand {
         to: Option<String>,
     },
     /// Run the job chain on the configured cron schedule.
+    ///
+    /// `[batch] schedule` holds cron expressions (`minute hour day-of-month month
+    /// day-of-week`) in the calendar's time zone; each firing makes the business date that
+    /// most recently closed due (default: 15 minutes after each weekday's close). At start the
+    /// dates of firings within `catch-up` that have no succeeded run are run, oldest first.
+    /// Failed runs are retried with doubling back-off; a date that still fails holds the later
+    /// ones back until the next firing. After publishing, maintenance compacts the closed L1
+    /// dates, writes checkpoints and vacuums beyond the retention. Runs until SIGINT/SIGTERM;
+    /// a run cut short publishes nothing.
     Schedule {
         #[command(flatten)]
         lake: LakeArg,
@@ -226,19 +235,39 @@ enum TableCommand {
         #[arg(long, value_name = "TIMESTAMP")]
         as_of: Option<String>,
     },
-    /// Compact small files (keeps time travel).
+    /// Compact small files of closed dates and write a Delta checkpoint.
+    ///
+    /// Rewrites the many small files of each date partition before --before into files of
+    /// about `[batch.maintenance] target-file-size`; rows and Kafka offsets are unchanged and
+    /// earlier versions stay readable (time travel) until a vacuum beyond the retention.
     Optimize {
         #[command(flatten)]
         lake: LakeArg,
-        /// Table path.
-        table: String,
+        /// Table path, e.g. l1/market_trades; omit for every L1 table (and checkpoints of all).
+        table: Option<String>,
+        /// Compact the date partitions before this date (default: today, UTC).
+        #[arg(long, value_name = "YYYY-MM-DD")]
+        before: Option<String>,
+        /// Target file size in bytes.
+        #[arg(long, value_name = "BYTES")]
+        target_size: Option<u64>,
     },
-    /// Remove files no longer referenced beyond the retention.
+    /// Delete files that no version inside the retention needs.
+    ///
+    /// Deletes files replaced or compacted away longer ago than the retention, and files no
+    /// commit ever added (left by a killed writer). L2/L3 keep `[batch.maintenance] retention`
+    /// (30 days); L1 and system tables are never vacuumed inside seven years.
     Vacuum {
         #[command(flatten)]
         lake: LakeArg,
-        /// Table path.
-        table: String,
+        /// Table path, e.g. l3/positions; omit for every table.
+        table: Option<String>,
+        /// Override the retention, e.g. 14days (refused below seven years for L1).
+        #[arg(long, value_name = "DURATION")]
+        retention: Option<String>,
+        /// List what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -321,8 +350,8 @@ async fn run(Cli { common, command }: Cli) -> Result<String> {
                 batch::run(cfg, dates).await
             }
             BatchCommand::Schedule { lake } => {
-                load(&common, Some(&lake), None)?;
-                Err(not_yet("batch schedule"))
+                let cfg = load(&common, Some(&lake), None)?;
+                batch::schedule(cfg).await
             }
         },
         Command::Serve { server } => {
@@ -367,9 +396,23 @@ async fn run(Cli { common, command }: Cli) -> Result<String> {
                 let cfg = load(&common, Some(&lake), None)?;
                 table::describe(&cfg, &table, version, as_of.as_deref()).await
             }
-            TableCommand::Optimize { lake, .. } | TableCommand::Vacuum { lake, .. } => {
-                load(&common, Some(&lake), None)?;
-                Err(not_yet("table optimize|vacuum"))
+            TableCommand::Optimize {
+                lake,
+                table,
+                before,
+                target_size,
+            } => {
+                let cfg = load(&common, Some(&lake), None)?;
+                table::optimize(&cfg, table.as_deref(), before.as_deref(), target_size).await
+            }
+            TableCommand::Vacuum {
+                lake,
+                table,
+                retention,
+                dry_run,
+            } => {
+                let cfg = load(&common, Some(&lake), None)?;
+                table::vacuum(&cfg, table.as_deref(), retention.as_deref(), dry_run).await
             }
         },
     }

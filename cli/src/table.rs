@@ -1,10 +1,11 @@
-//! `lakehouse table list|history|describe`.
+//! `lakehouse table list|history|describe|optimize|vacuum`.
 
 use std::fmt::Write as _;
 
 use anyhow::{Context, Result};
 use chrono::DateTime;
-use lakehouse_lake::Lake;
+use lakehouse_batch::maintenance;
+use lakehouse_lake::{BusinessDate, Lake};
 
 use crate::config::Config;
 
@@ -123,4 +124,69 @@ pub(crate) async fn describe(
         )?;
     }
     Ok(out)
+}
+
+/// `table optimize`: compaction of the partitions before `before` (default: today, UTC) and a
+/// checkpoint, of one table or (none named) of every L1 table.
+pub(crate) async fn optimize(
+    cfg: &Config,
+    name: Option<&str>,
+    before: Option<&str>,
+    target_size: Option<u64>,
+) -> Result<String> {
+    let lake = open(cfg).await?;
+    let before: BusinessDate = match before {
+        Some(d) => d
+            .parse()
+            .with_context(|| format!("--before {d:?} is not a date YYYY-MM-DD"))?,
+        None => BusinessDate(chrono::Utc::now().date_naive()),
+    };
+    let mut policy = cfg.batch.maintenance.clone();
+    if let Some(t) = target_size {
+        policy.target_file_size = t;
+    }
+    policy
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    let done = maintenance::optimize(&lake, name, before, &policy).await?;
+    Ok(summary(&done, &format!("partitions before {before}")))
+}
+
+/// `table vacuum`: deletes files older than the retention that no kept version needs.
+pub(crate) async fn vacuum(
+    cfg: &Config,
+    name: Option<&str>,
+    retention: Option<&str>,
+    dry_run: bool,
+) -> Result<String> {
+    let lake = open(cfg).await?;
+    let retention = retention
+        .map(|r| {
+            humantime::parse_duration(r)
+                .with_context(|| format!("--retention {r:?} is not a duration like 30days"))
+        })
+        .transpose()?;
+    let done = maintenance::vacuum(&lake, name, retention, dry_run, &cfg.batch.maintenance).await?;
+    Ok(summary(
+        &done,
+        if dry_run {
+            "dry run: nothing deleted"
+        } else {
+            ""
+        },
+    ))
+}
+
+fn summary(done: &[lakehouse_batch::maintenance::TableMaintenance], note: &str) -> String {
+    let mut out = String::new();
+    for t in done {
+        let _ = writeln!(out, "{t}");
+    }
+    if done.is_empty() {
+        out.push_str("no table to maintain\n");
+    }
+    if !note.is_empty() {
+        let _ = writeln!(out, "({note})");
+    }
+    out
 }

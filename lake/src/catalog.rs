@@ -45,6 +45,9 @@ pub enum WriteMode {
 
 /// Seven years, the default retention of L1 and system tables.
 pub const SEVEN_YEARS: &str = "interval 2557 days";
+/// [`SEVEN_YEARS`] as a duration: append-only tables are never vacuumed inside it.
+pub const APPEND_ONLY_RETENTION: std::time::Duration =
+    std::time::Duration::from_secs(2557 * 86_400);
 
 /// A table of the lake.
 #[derive(Clone, Debug)]

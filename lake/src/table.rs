@@ -15,7 +15,7 @@ use deltalake::protocol::SaveMode;
 use futures::TryStreamExt;
 use serde_json::Value;
 
-use crate::catalog::TableDef;
+use crate::catalog::{TableDef, WriteMode};
 use crate::error::{Error, Result};
 use crate::kafka::{Offset, OffsetRanges, PipelineId, TopicPartition};
 use crate::time::BusinessDate;
@@ -45,6 +45,26 @@ pub struct Commit {
     pub pipeline: Option<String>,
     /// Operation parameters and application metadata.
     pub details: BTreeMap<String, Value>,
+}
+
+/// What a compaction did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Compaction {
+    /// Small files replaced.
+    pub files_removed: u64,
+    /// Compacted files written.
+    pub files_added: u64,
+    /// Partitions that had files compacted.
+    pub partitions: u64,
+}
+
+/// What a vacuum deleted (or would delete, on a dry run).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Vacuum {
+    /// The files, as paths under the table.
+    pub files: Vec<String>,
+    /// Nothing was deleted.
+    pub dry_run: bool,
 }
 
 /// A lake table opened at some version.
@@ -324,6 +344,102 @@ impl Table {
         self.version().ok_or_else(|| Error::Delta {
             table: self.name.clone(),
             source: deltalake::DeltaTableError::NotInitialized,
+        })
+    }
+
+    /// Compacts the small files of every partition where `column` is before `before` (closed
+    /// dates) into files of about `target_size` bytes. The rows, their order within a file and
+    /// the Kafka `txn` records are untouched and the commit changes no data (`dataChange`
+    /// false, allowed on append-only tables): earlier versions stay readable (time travel)
+    /// until a vacuum beyond the retention removes their files.
+    pub async fn compact(
+        &mut self,
+        column: &str,
+        before: BusinessDate,
+        target_size: u64,
+    ) -> Result<Compaction> {
+        let day = before.to_string();
+        let filters = [(
+            column,
+            deltalake::FilterOp::Lt,
+            deltalake::FilterValue::Scalar(day.as_str()),
+        )];
+        let target =
+            std::num::NonZeroU64::new(target_size.max(1)).unwrap_or(std::num::NonZeroU64::MIN);
+        let (table, metrics) = self
+            .inner
+            .clone()
+            .optimize()
+            .with_filters(&filters)
+            .with_target_size(target)
+            .with_max_concurrent_tasks(1)
+            .await
+            .map_err(|e| self.err(e))?;
+        self.inner = table;
+        Ok(Compaction {
+            files_removed: metrics.num_files_removed,
+            files_added: metrics.num_files_added,
+            partitions: metrics.partitions_optimized,
+        })
+    }
+
+    /// Writes a Delta checkpoint of the loaded version (readers then replay the log from it,
+    /// not from version 0) and removes log files older than the table's
+    /// `delta.logRetentionDuration` that the checkpoint makes unnecessary.
+    pub async fn checkpoint(&mut self) -> Result<usize> {
+        if self.version().is_none() {
+            return Ok(0);
+        }
+        deltalake::checkpoints::create_checkpoint(&self.inner, None)
+            .await
+            .map_err(|e| self.err(e))?;
+        let removed = deltalake::checkpoints::cleanup_metadata(&self.inner, None)
+            .await
+            .map_err(|e| self.err(e))?;
+        self.refresh().await?;
+        Ok(removed)
+    }
+
+    /// Deletes the data files that no version younger than `retention` needs: files removed
+    /// from the table (by a replace or a compaction) longer than `retention` ago, and files
+    /// that no commit ever added (left by a writer killed before its commit) older than it.
+    /// Time travel to versions older than `retention` stops working for the rows it deletes.
+    /// Append-only (L1 and system) tables refuse a retention below their
+    /// `delta.deletedFileRetentionDuration` (seven years): they are never vacuumed inside it.
+    pub async fn vacuum(
+        &mut self,
+        retention: std::time::Duration,
+        dry_run: bool,
+    ) -> Result<Vacuum> {
+        let protected = self.def().is_some_and(|d| d.mode == WriteMode::AppendOnly);
+        if protected && retention < crate::catalog::APPEND_ONLY_RETENTION {
+            return Err(Error::AppendOnly {
+                table: self.name.clone(),
+                operation: format!(
+                    "vacuum with a retention of {} days: append-only tables keep every file \
+                     for {} days",
+                    retention.as_secs() / 86_400,
+                    crate::catalog::APPEND_ONLY_RETENTION.as_secs() / 86_400
+                ),
+            });
+        }
+        let retention = chrono::Duration::from_std(retention)
+            .map_err(|_| Error::Config(format!("retention {retention:?} is too long")))?;
+        let (table, metrics) = self
+            .inner
+            .clone()
+            .vacuum()
+            .with_retention_period(retention)
+            // the lake's own policy (above) decides; the table property only guards L1
+            .with_enforce_retention_duration(protected)
+            .with_mode(deltalake::operations::vacuum::VacuumMode::Full)
+            .with_dry_run(dry_run)
+            .await
+            .map_err(|e| self.err(e))?;
+        self.inner = table;
+        Ok(Vacuum {
+            files: metrics.files_deleted,
+            dry_run,
         })
     }
 

@@ -160,6 +160,11 @@ impl BusinessCalendar {
         self.time_zone
     }
 
+    /// The configured cut-off (local time; 00:00 means none).
+    pub fn cut_off(&self) -> NaiveTime {
+        self.cut_off
+    }
+
     /// The business date an event at `t` belongs to.
     pub fn business_date(&self, t: EventTime) -> BusinessDate {
         let local = self

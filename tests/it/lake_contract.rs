@@ -503,3 +503,101 @@ async fn append_only_file() {
     let dir = tempfile::tempdir().unwrap();
     l1_is_append_only(file(dir.path()).await).await;
 }
+
+/// Compaction keeps the rows, the committed offsets and time travel; a checkpoint is written;
+/// L1 refuses a vacuum inside its retention; an L3 vacuum deletes replaced and orphan files.
+#[tokio::test]
+async fn maintenance_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = file(dir.path()).await;
+    let mut t = exec_table(&lake).await;
+    for i in 0..5 {
+        let (batch, ranges) = executions(0, i * 10, 10);
+        t.append_exactly_once(&pipeline(), vec![batch], &ranges)
+            .await
+            .unwrap();
+    }
+    let before_keys = keys(&t).await;
+    let before_version = t.version().unwrap();
+    assert_eq!(t.file_uris().unwrap().len(), 5);
+    // 2024-01-02 is before 2024-01-03: closed, compacted; before itself: left alone
+    let day = |s: &str| s.parse::<BusinessDate>().unwrap();
+    let none = t
+        .compact("event_date", day("2024-01-02"), 128 << 20)
+        .await
+        .unwrap();
+    assert_eq!(none.files_removed, 0);
+    let done = t
+        .compact("event_date", day("2024-01-03"), 128 << 20)
+        .await
+        .unwrap();
+    assert_eq!((done.files_removed, done.files_added), (5, 1));
+    assert_eq!(t.file_uris().unwrap().len(), 1);
+    assert_eq!(keys(&t).await, before_keys);
+    let tp = TopicPartition::new("executions", 0);
+    assert_eq!(
+        t.committed_offset(&pipeline(), &tp).await.unwrap(),
+        Some(Offset(49))
+    );
+    // time travel to before the compaction still reads its five files
+    let old = lake
+        .table_at_version(names::EXECUTIONS, before_version)
+        .await
+        .unwrap();
+    assert_eq!(old.file_uris().unwrap().len(), 5);
+    assert_eq!(keys(&old).await, before_keys);
+
+    t.checkpoint().await.unwrap();
+    let log = dir.path().join("l1/executions/_delta_log");
+    assert!(std::fs::read_dir(&log).unwrap().any(|e| {
+        e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .contains(".checkpoint.parquet")
+    }));
+    let day_secs = std::time::Duration::from_secs(86_400);
+    let err = t.vacuum(day_secs, false).await.unwrap_err();
+    assert_eq!(err.kind(), lakehouse_lake::ErrorKind::InvalidInput, "{err}");
+    let kept = t
+        .vacuum(catalog::APPEND_ONLY_RETENTION, false)
+        .await
+        .unwrap();
+    assert!(kept.files.is_empty(), "{kept:?}");
+    assert_eq!(keys(&old).await, before_keys);
+
+    // L3: two replaces of a date leave the first generation's file removed; with an orphan
+    // (a killed writer's file) both go in a vacuum with no retention
+    let mut bars_t = lake
+        .create_table(&catalog::table(names::DAILY_BARS).unwrap())
+        .await
+        .unwrap();
+    let d = day("2024-01-02");
+    for g in 1..=2 {
+        bars_t
+            .replace_partition("business_date", d, vec![bars(d, g, 3)], HashMap::new())
+            .await
+            .unwrap();
+    }
+    let part = dir.path().join("l3/daily_bars/business_date=2024-01-02");
+    std::fs::write(
+        part.join("orphan-of-a-killed-run.parquet"),
+        b"not committed",
+    )
+    .unwrap();
+    let dry = bars_t
+        .vacuum(std::time::Duration::ZERO, true)
+        .await
+        .unwrap();
+    assert_eq!(dry.files.len(), 2, "{dry:?}");
+    assert_eq!(std::fs::read_dir(&part).unwrap().count(), 3);
+    let gone = bars_t
+        .vacuum(std::time::Duration::ZERO, false)
+        .await
+        .unwrap();
+    assert_eq!(gone.files.len(), 2, "{gone:?}");
+    assert_eq!(std::fs::read_dir(&part).unwrap().count(), 1);
+    assert_eq!(
+        generations(&bars_t.read_all().await.unwrap(), d),
+        BTreeMap::from([(2, 3)])
+    );
+}

@@ -306,13 +306,24 @@ pub fn l2_orders(l1: LazyFrame, w: &Window) -> LazyFrame {
             col("order_type").first(),
             col("price").filter(live.clone()).last(),
             col("quantity").filter(live).last(),
+            col("price").last().alias("_any_price"),
+            col("quantity").last().alias("_any_quantity"),
             col("ts").min().alias("first_ts"),
             col("ts").max().alias("last_ts"),
             count(col("action").eq(lit("MODIFY"))).alias("modify_count"),
             count(col("action").eq(lit("CANCEL"))).alias("cancel_count"),
         ])
         .with_columns([
-            // an order whose every event is a CANCEL keeps its own price and quantity
+            // an order whose every event on the date is a CANCEL (it rested from an earlier
+            // date) keeps the price and quantity the cancel carries
+            when(col("quantity").is_null())
+                .then(col("_any_price"))
+                .otherwise(col("price"))
+                .alias("price"),
+            when(col("quantity").is_null())
+                .then(col("_any_quantity"))
+                .otherwise(col("quantity"))
+                .alias("quantity"),
             when(col("cancel_count").gt(lit(0)))
                 .then(lit("CANCELLED"))
                 .when(col("modify_count").gt(lit(0)))

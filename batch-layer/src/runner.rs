@@ -229,7 +229,8 @@ impl Runner {
             // one chunk: the files written do not depend on how Polars split its work
             df.rechunk_mut_par();
             rows.insert(name.to_string(), df.height());
-            let batches = frame::from_polars(&mut df, &schema)?;
+            let batches = frame::from_polars(&mut df, &schema)
+                .map_err(|e| FrameError::Schema(format!("{name}: {e}")))?;
             let meta = [
                 ("lakehouse.batch.run_id".to_string(), json!(run_id)),
                 ("lakehouse.batch.inputs".to_string(), json!(inputs)),

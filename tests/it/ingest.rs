@@ -16,13 +16,13 @@ use lakehouse_lake::{Lake, LakeConfig, PipelineId, TopicPartition};
 use lakehouse_tests::kafka::{create_topic, produce};
 
 /// A `lakehouse ingest` process; killed (SIGKILL) on drop.
-struct Ingest {
+pub(crate) struct Ingest {
     child: Child,
     log: PathBuf,
 }
 
 impl Ingest {
-    fn spawn(dir: &Path, name: &str, brokers: &str, failpoints: Option<&str>) -> Ingest {
+    pub(crate) fn spawn(dir: &Path, name: &str, brokers: &str, failpoints: Option<&str>) -> Ingest {
         Self::spawn_with(dir, name, brokers, failpoints, &[])
     }
 
@@ -59,7 +59,7 @@ impl Ingest {
     }
 
     /// SIGTERM once it consumes, then waits for the clean stop.
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while !self.log_text().contains("consuming") && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
@@ -78,11 +78,11 @@ impl Ingest {
         panic!("ingest did not stop on SIGTERM: {}", self.log_text());
     }
 
-    fn exited(&mut self) -> bool {
+    pub(crate) fn exited(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(Some(_)))
     }
 
-    fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
@@ -95,7 +95,7 @@ impl Drop for Ingest {
 
 /// tansu on its SQLite engine (its memory engine loses the rest of a batch when a consumer
 /// resumes inside it: see `broker::fetch_from_the_middle_of_a_producer_batch_starts_at_that_offset`).
-fn broker(dir: &Path) -> (lakehouse_tests::Proc, String) {
+pub(crate) fn broker(dir: &Path) -> (lakehouse_tests::Proc, String) {
     let kafka_dir = dir.join("kafka");
     std::fs::create_dir_all(&kafka_dir).unwrap();
     let proc = lakehouse_tests::kafka_durable(&kafka_dir, lakehouse_tests::free_port()).unwrap();

@@ -2,6 +2,7 @@
 //! (moto), racing writers, atomic replace under a concurrent reader, append-only L1, and the
 //! Python `deltalake` package reading what the lake wrote.
 
+mod batch;
 mod broker;
 mod ingest;
 mod lake_contract;

@@ -38,30 +38,30 @@ fn simulate(dir: &Path, args: &[&str]) -> String {
 
 /// One row of the ground truth, as the tests use it.
 #[derive(Clone, Debug)]
-struct Row {
-    message_seq: u64,
-    topic: String,
-    key: String,
-    payload_hash: u64,
-    kind: String,
-    event_seq: Option<u64>,
-    match_id: Option<u64>,
-    duplicate: bool,
-    malformed: bool,
-    ts: Option<i64>,
-    id: Option<String>, // order_id for orders, exec_id for executions, trade_id for prints
-    order_id: Option<String>,
-    ref_exec_id: Option<String>,
-    symbol: Option<String>,
-    account: Option<String>,
-    side: Option<String>,
-    action: Option<String>,
-    lifecycle: Option<String>,
-    price: Option<i128>,
-    quantity: Option<i128>,
+pub(crate) struct Row {
+    pub(crate) message_seq: u64,
+    pub(crate) topic: String,
+    pub(crate) key: String,
+    pub(crate) payload_hash: u64,
+    pub(crate) kind: String,
+    pub(crate) event_seq: Option<u64>,
+    pub(crate) match_id: Option<u64>,
+    pub(crate) duplicate: bool,
+    pub(crate) malformed: bool,
+    pub(crate) ts: Option<i64>,
+    pub(crate) id: Option<String>, // order_id for orders, exec_id for executions, trade_id for prints
+    pub(crate) order_id: Option<String>,
+    pub(crate) ref_exec_id: Option<String>,
+    pub(crate) symbol: Option<String>,
+    pub(crate) account: Option<String>,
+    pub(crate) side: Option<String>,
+    pub(crate) action: Option<String>,
+    pub(crate) lifecycle: Option<String>,
+    pub(crate) price: Option<i128>,
+    pub(crate) quantity: Option<i128>,
 }
 
-fn read_truth(path: &Path) -> Vec<Row> {
+pub(crate) fn read_truth(path: &Path) -> Vec<Row> {
     let file = std::fs::File::open(path).unwrap();
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
         .unwrap()

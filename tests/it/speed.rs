@@ -87,7 +87,7 @@ impl Drop for Speed {
     }
 }
 
-async fn open(lake: &Path) -> Lake {
+pub(crate) async fn open(lake: &Path) -> Lake {
     Lake::open(&LakeConfig {
         root: lake.display().to_string(),
         ..Default::default()
@@ -97,7 +97,7 @@ async fn open(lake: &Path) -> Lake {
 }
 
 /// Messages per topic in the truth file.
-fn messages_per_topic(truth: &Path) -> BTreeMap<String, i64> {
+pub(crate) fn messages_per_topic(truth: &Path) -> BTreeMap<String, i64> {
     let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(truth).unwrap())
         .unwrap()
         .build()

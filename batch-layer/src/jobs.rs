@@ -836,9 +836,13 @@ pub fn order_stats(l1_orders: LazyFrame, l1_executions: LazyFrame, w: &Window) -
             zero("executions"),
         ])
         .with_columns([when(col("executions").gt(lit(0i64)))
+            // Polars evaluates both branches: the divisor must never be zero
             .then(
                 (col("orders") + col("modifies") + col("cancels")).cast(DEC)
-                    / col("executions").cast(DEC),
+                    / when(col("executions").gt(lit(0i64)))
+                        .then(col("executions"))
+                        .otherwise(lit(1i64))
+                        .cast(DEC),
             )
             .otherwise(lit(polars::prelude::NULL).cast(DEC))
             .alias("order_to_trade")])

@@ -10,7 +10,7 @@ use deltalake::arrow::datatypes::{DataType, Decimal128Type};
 use lakehouse_batch::{JobParams, Runner};
 use lakehouse_lake::catalog::names;
 use lakehouse_lake::events::{self, Execution, KafkaMeta, Lifecycle, MarketTrade, Side};
-use lakehouse_lake::events::{Account, FxRate, Instrument};
+use lakehouse_lake::events::{Account, FxRate, Instrument, Order, OrderAction, OrderType};
 use lakehouse_lake::{
     BusinessCalendar, BusinessDate, Decimal, EventTime, Lake, LakeConfig, Offset, OffsetRanges,
     PipelineId, TopicPartition,
@@ -449,4 +449,71 @@ async fn scheduler_catches_up_missed_dates_then_maintains() {
             .len(),
         2
     );
+}
+
+fn order(id: &str, action: OrderAction, qty: &str, ts: &str) -> Order {
+    Order {
+        order_id: id.into(),
+        account: "A1".into(),
+        trader: "T1".into(),
+        symbol: "AAPL".into(),
+        venue: Some("XNAS".into()),
+        side: Side::Buy,
+        order_type: OrderType::Limit,
+        price: Some(d("10")),
+        quantity: d(qty),
+        action,
+        ts: t(ts),
+    }
+}
+
+/// l2/orders: the final state per order and date, counting modifies and cancels, a duplicate
+/// delivery once, and an order resting from the day before whose only event is its cancel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_final_state_with_a_cancel_of_an_order_from_the_day_before() {
+    let lake = lake().await;
+    let evs = [
+        order("O1", OrderAction::New, "100", "2026-01-05T14:30:00Z"),
+        order("O1", OrderAction::Modify, "80", "2026-01-05T14:31:00Z"),
+        order("O2", OrderAction::New, "50", "2026-01-05T15:00:00Z"),
+        order("O3", OrderAction::New, "7", "2026-01-06T14:30:00Z"),
+        order("O3", OrderAction::New, "7", "2026-01-06T14:30:00Z"),
+        order("O2", OrderAction::Cancel, "50", "2026-01-06T14:35:00Z"),
+    ];
+    let delivered: Vec<_> = evs
+        .iter()
+        .enumerate()
+        .map(|(i, o)| (o.clone(), meta("orders", i as i64)))
+        .collect();
+    append(
+        &lake,
+        names::ORDERS,
+        "orders",
+        events::orders_batch(&delivered).unwrap(),
+        5,
+    )
+    .await;
+    let runner = Runner::new(
+        lake.clone(),
+        BusinessCalendar::default(),
+        params(),
+        PipelineId::new("ingest"),
+    );
+    for day in ["2026-01-05", "2026-01-06"] {
+        runner.run(day.parse().unwrap()).await.unwrap();
+    }
+    let day1 = rows(&lake, names::L2_ORDERS, "2026-01-05").await;
+    assert_eq!(texts(&day1, "order_id"), ["O1", "O2"]);
+    assert_eq!(texts(&day1, "status"), ["MODIFIED", "NEW"]);
+    assert_eq!(decs(&day1, "quantity"), [Some(d("80")), Some(d("50"))]);
+    assert_eq!(texts(&day1, "modify_count"), ["1", "0"]);
+    let day2 = rows(&lake, names::L2_ORDERS, "2026-01-06").await;
+    assert_eq!(texts(&day2, "order_id"), ["O2", "O3"]);
+    assert_eq!(texts(&day2, "status"), ["CANCELLED", "NEW"]);
+    assert_eq!(decs(&day2, "quantity"), [Some(d("50")), Some(d("7"))]);
+    assert_eq!(texts(&day2, "cancel_count"), ["1", "0"]);
+    // a trader with orders and no executions: no order-to-trade ratio (and no division by 0)
+    let stats = rows(&lake, names::ORDER_STATS, "2026-01-06").await;
+    assert_eq!(texts(&stats, "trader"), ["T1"]);
+    assert_eq!(texts(&stats, "order_to_trade"), ["null"]);
 }

@@ -92,8 +92,10 @@ pub struct TableMaintenance {
 impl std::fmt::Display for TableMaintenance {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:<24}", self.table)?;
-        if let Some((removed, added)) = self.compacted {
-            write!(f, " compacted {removed} files into {added}")?;
+        match self.compacted {
+            Some((0, _)) => write!(f, " nothing to compact")?,
+            Some((removed, added)) => write!(f, " compacted {removed} files into {added}")?,
+            None => {}
         }
         if self.checkpoint {
             write!(f, " checkpoint")?;
@@ -163,7 +165,7 @@ pub async fn optimize(
         }
         table.checkpoint().await?;
         done.checkpoint = true;
-        tracing::info!(%done, "optimized");
+        tracing::debug!(%done, "optimized");
         out.push(done);
     }
     Ok(out)
@@ -190,7 +192,7 @@ pub async fn vacuum(
             vacuumed: Some(v.files.len()),
             ..Default::default()
         };
-        tracing::info!(%done, dry_run, "vacuumed");
+        tracing::debug!(%done, dry_run, "vacuumed");
         out.push(done);
     }
     Ok(out)

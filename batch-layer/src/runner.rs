@@ -208,6 +208,7 @@ impl Runner {
             );
         }
         let previous = self.previous_positions(date).await?;
+        let read_s = clock.elapsed().as_secs_f64();
         // Polars runs on its own threads, off the async runtime (which keeps serving I/O)
         let params = self.params.clone();
         let (frames, partitions) = tokio::task::spawn_blocking(move || -> Result<_, RunError> {
@@ -221,6 +222,7 @@ impl Runner {
         .map_err(|e| RunError::Task(e.to_string()))??;
         let boundary = self.boundary(partitions, &l1_tables).await?;
 
+        let jobs_s = clock.elapsed().as_secs_f64() - read_s;
         let mut outputs = BTreeMap::new();
         let mut rows = BTreeMap::new();
         for (name, mut df) in OUTPUTS.into_iter().zip(frames) {
@@ -243,6 +245,14 @@ impl Runner {
             outputs.insert(name.to_string(), v);
             tracing::debug!(table = name, version = v, "replaced {date}");
         }
+        let total_s = clock.elapsed().as_secs_f64();
+        tracing::info!(
+            %date,
+            read_s,
+            jobs_s,
+            write_s = total_s - read_s - jobs_s,
+            "run phases: read inputs, Polars jobs, replace outputs"
+        );
         Ok(RunReport {
             run_id: run_id.to_string(),
             date,

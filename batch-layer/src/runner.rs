@@ -387,6 +387,22 @@ impl Runner {
 }
 
 /// The job chain over one date's inputs, in [`OUTPUTS`] order.
+/// Collects a job's frame and logs how long it took (debug).
+fn timed(
+    job: &str,
+    plan: impl FnOnce() -> polars::prelude::LazyFrame,
+) -> Result<DataFrame, RunError> {
+    let t = Instant::now();
+    let df = plan().collect()?;
+    tracing::debug!(
+        job,
+        seconds = t.elapsed().as_secs_f64(),
+        rows = df.height(),
+        "job done"
+    );
+    Ok(df)
+}
+
 fn compute(
     l1: &BTreeMap<&str, DataFrame>,
     refs: &BTreeMap<&str, polars::prelude::LazyFrame>,
@@ -396,51 +412,61 @@ fn compute(
 ) -> Result<[DataFrame; 10], RunError> {
     let lazy = |name: &str| l1[name].clone().lazy();
     let r = |name: &str| refs[name].clone();
-    let l2_trades = jobs::l2_market_trades(lazy(names::MARKET_TRADES), w, p).collect()?;
-    let l2_execs = jobs::l2_executions(
-        lazy(names::EXECUTIONS),
-        r(names::REF_INSTRUMENTS),
-        r(names::REF_ACCOUNTS),
-        r(names::REF_FX_RATES),
-        w,
-    )
-    .collect()?;
-    let l2_orders = jobs::l2_orders(lazy(names::ORDERS), w).collect()?;
-    let bars = jobs::daily_bars(l2_trades.clone().lazy()).collect()?;
-    let positions = jobs::positions(
-        previous.clone(),
-        l2_execs.clone().lazy(),
-        bars.clone().lazy(),
-        w,
-    )
-    .collect()?;
-    let exposure = jobs::desk_exposure(
-        positions.clone().lazy(),
-        r(names::REF_INSTRUMENTS),
-        r(names::REF_ACCOUNTS),
-        r(names::REF_FX_RATES),
-        w,
-        p,
-    )
-    .collect()?;
-    let large = jobs::large_trades(l2_execs.clone().lazy(), p).collect()?;
-    let report = jobs::transaction_report(l2_execs.clone().lazy()).collect()?;
-    let stats = jobs::order_stats(lazy(names::ORDERS), lazy(names::EXECUTIONS), w).collect()?;
-    let recon = jobs::reconciliation(
-        &jobs::ReconInputs {
-            l1_trades: lazy(names::MARKET_TRADES),
-            l1_executions: lazy(names::EXECUTIONS),
-            l1_orders: lazy(names::ORDERS),
-            l2_trades: l2_trades.clone().lazy(),
-            l2_executions: l2_execs.clone().lazy(),
-            l2_orders: l2_orders.clone().lazy(),
-            bars: bars.clone().lazy(),
-            positions: positions.clone().lazy(),
-            previous_positions: previous.clone(),
-        },
-        w,
-    )
-    .collect()?;
+    let l2_trades = timed("l2_trades", || {
+        jobs::l2_market_trades(lazy(names::MARKET_TRADES), w, p)
+    })?;
+    let l2_execs = timed("l2_execs", || {
+        jobs::l2_executions(
+            lazy(names::EXECUTIONS),
+            r(names::REF_INSTRUMENTS),
+            r(names::REF_ACCOUNTS),
+            r(names::REF_FX_RATES),
+            w,
+        )
+    })?;
+    let l2_orders = timed("l2_orders", || jobs::l2_orders(lazy(names::ORDERS), w))?;
+    let bars = timed("bars", || jobs::daily_bars(l2_trades.clone().lazy()))?;
+    let positions = timed("positions", || {
+        jobs::positions(
+            previous.clone(),
+            l2_execs.clone().lazy(),
+            bars.clone().lazy(),
+            w,
+        )
+    })?;
+    let exposure = timed("exposure", || {
+        jobs::desk_exposure(
+            positions.clone().lazy(),
+            r(names::REF_INSTRUMENTS),
+            r(names::REF_ACCOUNTS),
+            r(names::REF_FX_RATES),
+            w,
+            p,
+        )
+    })?;
+    let large = timed("large", || jobs::large_trades(l2_execs.clone().lazy(), p))?;
+    let report = timed("report", || {
+        jobs::transaction_report(l2_execs.clone().lazy())
+    })?;
+    let stats = timed("stats", || {
+        jobs::order_stats(lazy(names::ORDERS), lazy(names::EXECUTIONS), w)
+    })?;
+    let recon = timed("recon", || {
+        jobs::reconciliation(
+            &jobs::ReconInputs {
+                l1_trades: lazy(names::MARKET_TRADES),
+                l1_executions: lazy(names::EXECUTIONS),
+                l1_orders: lazy(names::ORDERS),
+                l2_trades: l2_trades.clone().lazy(),
+                l2_executions: l2_execs.clone().lazy(),
+                l2_orders: l2_orders.clone().lazy(),
+                bars: bars.clone().lazy(),
+                positions: positions.clone().lazy(),
+                previous_positions: previous.clone(),
+            },
+            w,
+        )
+    })?;
 
     Ok([
         l2_trades, l2_execs, l2_orders, bars, positions, exposure, large, report, stats, recon,

@@ -129,8 +129,15 @@ async fn existing(lake: &Lake, only: Option<&str>) -> lakehouse_lake::Result<Vec
     for def in defs {
         match lake.table(def.name).await {
             Ok(t) if t.version().is_some() => out.push(t),
+            // a table named on the command line must exist; of all, the missing are skipped
+            Ok(_) if only.is_some() => {
+                return Err(lakehouse_lake::Error::Config(format!(
+                    "table {} does not exist in the lake yet",
+                    def.name
+                )));
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound && only.is_none() => {}
             Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
     }

@@ -416,10 +416,9 @@ impl Table {
             return Err(Error::AppendOnly {
                 table: self.name.clone(),
                 operation: format!(
-                    "vacuum with a retention of {} days: append-only tables keep every file \
-                     for {} days",
+                    "vacuum inside its {}-day retention ({} days asked)",
+                    crate::catalog::APPEND_ONLY_RETENTION.as_secs() / 86_400,
                     retention.as_secs() / 86_400,
-                    crate::catalog::APPEND_ONLY_RETENTION.as_secs() / 86_400
                 ),
             });
         }

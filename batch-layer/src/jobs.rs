@@ -75,6 +75,13 @@ fn by_rank(lf: LazyFrame) -> LazyFrame {
 }
 
 /// The date's FX rates: `currency`, `fx_rate`.
+/// `first` where it is not null, else `second`.
+fn or_else(first: &str, second: &str) -> Expr {
+    when(col(first).is_not_null())
+        .then(col(first))
+        .otherwise(col(second))
+}
+
 fn fx_of_date(fx: LazyFrame, w: &Window) -> LazyFrame {
     fx.filter(
         col("date")
@@ -219,14 +226,8 @@ pub fn l2_executions(
     let fills = left_join(rows.filter(is_fill()), cancelled, &["exec_id"])
         .filter(col("_cancelled").is_null());
     let fills = left_join(fills, amended, &["exec_id"]).with_columns([
-        when(col("_amend_price").is_not_null())
-            .then(col("_amend_price"))
-            .otherwise(col("price"))
-            .alias("price"),
-        when(col("_amend_quantity").is_not_null())
-            .then(col("_amend_quantity"))
-            .otherwise(col("quantity"))
-            .alias("quantity"),
+        or_else("_amend_price", "price").alias("price"),
+        or_else("_amend_quantity", "quantity").alias("quantity"),
     ]);
     let accounts = accounts.select([col("account"), col("desk"), col("legal_entity")]);
     let instruments = instruments.select([col("symbol"), col("isin"), col("asset_class")]);
@@ -521,10 +522,7 @@ pub fn positions(
         previous_closes,
         &["symbol"],
     )
-    .with_columns([when(col("_close").is_not_null())
-        .then(col("_close"))
-        .otherwise(col("_prev_close"))
-        .alias("close_price")])
+    .with_columns([or_else("_close", "_prev_close").alias("close_price")])
     .with_columns([
         (col("net_quantity") * col("close_price")).alias("market_value"),
         ((col("close_price") - col("avg_cost")) * col("net_quantity")).alias("unrealized_pnl"),

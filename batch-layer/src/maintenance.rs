@@ -115,8 +115,12 @@ fn date_partition(def: &catalog::TableDef) -> Option<&'static str> {
     }
 }
 
-/// The catalog tables that exist in the lake (maintenance creates none).
-async fn existing(lake: &Lake, only: Option<&str>) -> lakehouse_lake::Result<Vec<Table>> {
+/// The catalog tables that exist in the lake, with their definitions (maintenance creates
+/// none).
+async fn existing(
+    lake: &Lake,
+    only: Option<&str>,
+) -> lakehouse_lake::Result<Vec<(catalog::TableDef, Table)>> {
     let defs: Vec<_> = match only {
         Some(name) => vec![catalog::table(name).ok_or_else(|| {
             lakehouse_lake::Error::Config(format!(
@@ -128,7 +132,7 @@ async fn existing(lake: &Lake, only: Option<&str>) -> lakehouse_lake::Result<Vec
     let mut out = Vec::new();
     for def in defs {
         match lake.table(def.name).await {
-            Ok(t) if t.version().is_some() => out.push(t),
+            Ok(t) if t.version().is_some() => out.push((def, t)),
             // a table named on the command line must exist; of all, the missing are skipped
             Ok(_) if only.is_some() => {
                 return Err(lakehouse_lake::Error::Config(format!(
@@ -153,10 +157,7 @@ pub async fn optimize(
     cfg: &MaintenanceConfig,
 ) -> lakehouse_lake::Result<Vec<TableMaintenance>> {
     let mut out = Vec::new();
-    for mut table in existing(lake, only).await? {
-        let Some(def) = table.def().cloned() else {
-            continue;
-        };
+    for (def, mut table) in existing(lake, only).await? {
         let mut done = TableMaintenance {
             table: def.name.to_string(),
             ..Default::default()
@@ -188,10 +189,7 @@ pub async fn vacuum(
     cfg: &MaintenanceConfig,
 ) -> lakehouse_lake::Result<Vec<TableMaintenance>> {
     let mut out = Vec::new();
-    for mut table in existing(lake, only).await? {
-        let Some(def) = table.def().cloned() else {
-            continue;
-        };
+    for (def, mut table) in existing(lake, only).await? {
         let keep = retention.unwrap_or_else(|| cfg.retention_of(&def));
         let v = table.vacuum(keep, dry_run).await?;
         let done = TableMaintenance {

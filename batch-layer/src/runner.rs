@@ -138,6 +138,11 @@ impl Runner {
         }
     }
 
+    /// The lake it runs on.
+    pub fn lake(&self) -> &Lake {
+        &self.lake
+    }
+
     /// The window of `date` under the runner's calendar.
     pub fn window(&self, date: BusinessDate) -> Window {
         let (start, end) = self.calendar.utc_range(date);

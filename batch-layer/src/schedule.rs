@@ -13,7 +13,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveTime, TimeDelta, Timelike, Utc};
-use lakehouse_lake::{BusinessCalendar, BusinessDate, EventTime, Lake};
+use lakehouse_lake::{BusinessCalendar, BusinessDate, EventTime};
 
 use crate::cron::{Cron, CronError};
 use crate::maintenance::{self, MaintenanceConfig};
@@ -137,7 +137,6 @@ pub struct Pass {
 /// Runs due dates, then maintenance.
 #[derive(Clone, Debug)]
 pub struct Scheduler {
-    lake: Lake,
     runner: Runner,
     schedule: Schedule,
     retry: RetryPolicy,
@@ -146,9 +145,8 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    /// A scheduler of `runner`'s dates.
+    /// A scheduler of `runner`'s dates (on its lake).
     pub fn new(
-        lake: Lake,
         runner: Runner,
         schedule: Schedule,
         retry: RetryPolicy,
@@ -156,7 +154,6 @@ impl Scheduler {
         maintenance: MaintenanceConfig,
     ) -> Scheduler {
         Scheduler {
-            lake,
             runner,
             schedule,
             retry,
@@ -173,7 +170,7 @@ impl Scheduler {
     /// Runs every date of `due` that has no succeeded ledger row, oldest first, then (when one
     /// was published) the maintenance. Returns what is still due.
     pub async fn pass(&self, mut due: BTreeSet<BusinessDate>) -> Result<Pass, RunError> {
-        let done: BTreeSet<BusinessDate> = read_ledger(&self.lake)
+        let done: BTreeSet<BusinessDate> = read_ledger(self.runner.lake())
             .await?
             .into_iter()
             .filter(|r| r.status == "succeeded")
@@ -211,9 +208,10 @@ impl Scheduler {
     pub async fn maintain(&self, date: BusinessDate) -> Result<(), RunError> {
         let start = self.runner.window(date).start;
         let closed = BusinessDate(start.utc_date());
-        let optimized = maintenance::optimize(&self.lake, None, closed, &self.maintenance).await?;
+        let optimized =
+            maintenance::optimize(self.runner.lake(), None, closed, &self.maintenance).await?;
         let vacuumed =
-            maintenance::vacuum(&self.lake, None, None, false, &self.maintenance).await?;
+            maintenance::vacuum(self.runner.lake(), None, None, false, &self.maintenance).await?;
         let compacted: u64 = optimized
             .iter()
             .filter_map(|t| t.compacted)

@@ -398,7 +398,6 @@ async fn scheduler_catches_up_missed_dates_then_maintains() {
     let runner = Runner::new(lake.clone(), calendar, params(), PipelineId::new("ingest"));
     let schedule = Schedule::new(&[], calendar).unwrap();
     let scheduler = Scheduler::new(
-        lake.clone(),
         runner,
         schedule.clone(),
         RetryPolicy {

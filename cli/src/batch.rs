@@ -94,7 +94,6 @@ pub(crate) async fn schedule(cfg: Config) -> Result<String> {
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
     let lake = Lake::open(&cfg.lake).await?;
     let scheduler = Scheduler::new(
-        lake.clone(),
         runner(&cfg, lake)?,
         schedule,
         cfg.batch.retry(),

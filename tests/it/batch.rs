@@ -547,11 +547,14 @@ fn simulated_days_equal_the_truth_reruns_are_byte_identical_and_a_killed_run_pub
     let log_dir = lake.join(names::L2_MARKET_TRADES).join("_delta_log");
     let commits = || std::fs::read_dir(&log_dir).unwrap().count();
     let n0 = commits();
-    let mut run = lakehouse(d);
-    run.args(["batch", "run", "--lake"])
-        .arg(&lake)
-        .args(["--date", &mid.to_string()]);
-    let mut child = run
+    let run_mid = || {
+        let mut c = lakehouse(d);
+        c.args(["batch", "run", "--lake"])
+            .arg(&lake)
+            .args(["--date", &mid.to_string()]);
+        c
+    };
+    let mut child = run_mid()
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -577,12 +580,7 @@ fn simulated_days_equal_the_truth_reruns_are_byte_identical_and_a_killed_run_pub
         reference,
         "partial output after the kill"
     );
-    let mut rerun = lakehouse(d);
-    rerun
-        .args(["batch", "run", "--lake"])
-        .arg(&lake)
-        .args(["--date", &mid.to_string()]);
-    ok(rerun);
+    ok(run_mid());
     assert_eq!(published(&rt), before + 1);
     assert_eq!(output_hashes(&rt, &lake), reference, "after the rerun");
     // the files the killed run left uncommitted go with a vacuum (L3 retention 0 for the test)

@@ -86,6 +86,36 @@ async fn append<T>(
     Ok(())
 }
 
+/// Lands `total` events of one topic in `table` in ingest's shape (commits of about `CHUNK`
+/// rows); `event(i, topic, rows)` pushes the deliveries of event `i` and returns how many
+/// events it used.
+async fn land<T>(
+    lake: &Lake,
+    table: &str,
+    topic: &'static str,
+    total: usize,
+    batch: fn(
+        &[(T, KafkaMeta)],
+    ) -> lakehouse_lake::Result<deltalake::arrow::record_batch::RecordBatch>,
+    mut event: impl FnMut(usize, &mut Topic, &mut Vec<(T, KafkaMeta)>) -> usize,
+) -> Result<()> {
+    let mut topic = Topic {
+        name: topic,
+        next: [0; PARTITIONS as usize],
+    };
+    let mut i = 0;
+    while i < total {
+        let mut rows = Vec::with_capacity(CHUNK);
+        while rows.len() < CHUNK && i < total {
+            i += event(i, &mut topic, &mut rows);
+        }
+        append(lake, table, &rows, batch).await?;
+        eprint!("\r{table} {i}/{total}");
+    }
+    eprintln!();
+    Ok(())
+}
+
 fn symbol(i: usize) -> String {
     format!("SYM{i:04}")
 }
@@ -152,15 +182,14 @@ async fn generate(root: &Path, scale: f64) -> Result<()> {
     let n = |x: f64| (x * scale) as usize;
     let mut rng = Rng::new(7, 0);
     // the tape
-    let mut topic = Topic {
-        name: "market-trades",
-        next: [0; 4],
-    };
     let total = n(10_000_000.0);
-    let mut i = 0;
-    while i < total {
-        let mut rows = Vec::with_capacity(CHUNK);
-        while rows.len() < CHUNK && i < total {
+    land(
+        &lake,
+        names::MARKET_TRADES,
+        "market-trades",
+        total,
+        events::market_trades_batch,
+        |i, topic, rows| {
             let s = rng.below(SYMBOLS as u64) as usize;
             let ts = OPEN_US + (i as i64 * (SESSION_US / total as i64));
             let t = MarketTrade {
@@ -176,28 +205,19 @@ async fn generate(root: &Path, scale: f64) -> Result<()> {
                 rows.push((t.clone(), topic.meta(s)));
             }
             rows.push((t, topic.meta(s)));
-            i += 1;
-        }
-        append(
-            &lake,
-            names::MARKET_TRADES,
-            &rows,
-            events::market_trades_batch,
-        )
-        .await?;
-        eprint!("\rtape {i}/{total}");
-    }
-    eprintln!();
+            1
+        },
+    )
+    .await?;
     // executions, with corrections a few seconds later
-    let mut topic = Topic {
-        name: "executions",
-        next: [0; 4],
-    };
     let total = n(2_000_000.0);
-    let mut i = 0;
-    while i < total {
-        let mut rows = Vec::with_capacity(CHUNK);
-        while rows.len() < CHUNK && i < total {
+    land(
+        &lake,
+        names::EXECUTIONS,
+        "executions",
+        total,
+        events::executions_batch,
+        |i, topic, rows| {
             let s = rng.below(SYMBOLS as u64) as usize;
             let a = rng.below(ACCOUNTS as u64) as usize;
             let ts = OPEN_US + (i as i64 * ((SESSION_US - 10_000_000) / total as i64));
@@ -220,10 +240,9 @@ async fn generate(root: &Path, scale: f64) -> Result<()> {
                 lifecycle: Lifecycle::New,
                 ref_exec_id: None,
             };
-            let key = a;
             let roll = rng.below(1000);
             if roll < 2 {
-                rows.push((e.clone(), topic.meta(key)));
+                rows.push((e.clone(), topic.meta(a)));
             }
             let correction = (2..17).contains(&roll).then(|| {
                 let mut c = e.clone();
@@ -238,27 +257,24 @@ async fn generate(root: &Path, scale: f64) -> Result<()> {
                 }
                 c
             });
-            rows.push((e, topic.meta(key)));
+            rows.push((e, topic.meta(a)));
             if let Some(c) = correction {
-                rows.push((c, topic.meta(key)));
+                rows.push((c, topic.meta(a)));
             }
-            i += 1;
-        }
-        append(&lake, names::EXECUTIONS, &rows, events::executions_batch).await?;
-        eprint!("\rexecutions {i}/{total}");
-    }
-    eprintln!();
+            1
+        },
+    )
+    .await?;
     // order events: NEW, then some MODIFY and CANCEL
-    let mut topic = Topic {
-        name: "orders",
-        next: [0; 4],
-    };
     let total = n(4_000_000.0);
-    let mut i = 0;
     let mut order = 0usize;
-    while i < total {
-        let mut rows = Vec::with_capacity(CHUNK);
-        while rows.len() < CHUNK && i < total {
+    land(
+        &lake,
+        names::ORDERS,
+        "orders",
+        total,
+        events::orders_batch,
+        |i, topic, rows| {
             let s = rng.below(SYMBOLS as u64) as usize;
             let a = rng.below(ACCOUNTS as u64) as usize;
             let ts = OPEN_US + (i as i64 * ((SESSION_US - 10_000_000) / total as i64));
@@ -279,10 +295,10 @@ async fn generate(root: &Path, scale: f64) -> Result<()> {
                 action: OrderAction::New,
                 ts: EventTime::from_micros(ts),
             };
+            order += 1;
             rows.push((o.clone(), topic.meta(a)));
-            i += 1;
             let roll = rng.below(10);
-            if roll < 3 && i < total {
+            if roll < 3 && i + 1 < total {
                 o.action = if roll == 0 {
                     OrderAction::Cancel
                 } else {
@@ -290,14 +306,12 @@ async fn generate(root: &Path, scale: f64) -> Result<()> {
                 };
                 o.ts = EventTime::from_micros(ts + 2_000_000);
                 rows.push((o, topic.meta(a)));
-                i += 1;
+                return 2;
             }
-            order += 1;
-        }
-        append(&lake, names::ORDERS, &rows, events::orders_batch).await?;
-        eprint!("\rorder events {i}/{total}");
-    }
-    eprintln!();
+            1
+        },
+    )
+    .await?;
     Ok(())
 }
 

@@ -31,6 +31,8 @@ pub(crate) struct Config {
     pub(crate) speed: lakehouse_speed::SpeedConfig,
     #[serde(default)]
     pub(crate) batch: lakehouse_batch::BatchConfig,
+    #[serde(default)]
+    pub(crate) serving: lakehouse_serving::ServingConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -98,6 +100,7 @@ impl Default for LogConfig {
 pub(crate) struct Overrides {
     pub(crate) lake_root: Option<String>,
     pub(crate) brokers: Option<String>,
+    pub(crate) listen: Option<String>,
 }
 
 /// Loads the configuration. `file`, when given, must exist.
@@ -129,6 +132,9 @@ fn load_with_env(file: Option<&Path>, overrides: &Overrides, env: Env) -> Result
     }
     if let Some(brokers) = &overrides.brokers {
         fig = fig.merge(Serialized::default("kafka.brokers", brokers));
+    }
+    if let Some(listen) = &overrides.listen {
+        fig = fig.merge(Serialized::default("serving.listen", listen));
     }
     let source = file.map_or_else(|| PathBuf::from("<defaults>"), Path::to_path_buf);
     let cfg = fig
@@ -228,6 +234,7 @@ mod tests {
             let flags = Overrides {
                 lake_root: Some("memory:///".into()),
                 brokers: Some("flag:3".into()),
+                listen: None,
             };
             let cfg = load_with_env(Some(f.path()), &flags, Env::prefixed("LKTEST__")).unwrap();
             assert_eq!(cfg.lake.root, "memory:///");

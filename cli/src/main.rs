@@ -3,7 +3,9 @@
 mod batch;
 mod config;
 mod ingest;
+mod query;
 mod refdata;
+mod serve;
 mod simulate;
 mod speed;
 mod table;
@@ -60,9 +62,9 @@ struct ServerArgs {
     lake: LakeArg,
     #[command(flatten)]
     brokers: BrokersArg,
-    /// gRPC listen address.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:50051")]
-    listen: String,
+    /// gRPC listen address (overrides serving.listen; default 127.0.0.1:50051).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -124,18 +126,8 @@ enum Command {
         #[command(flatten)]
         simulate: simulate::SimulateArgs,
     },
-    /// Query the gRPC server.
-    Query {
-        /// Server URL.
-        #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:50051")]
-        server: String,
-        /// Bearer token.
-        #[arg(long, value_name = "T")]
-        token: Option<String>,
-        /// What to query (positions, bars, exposure, large-trades, report, status) and its options.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
+    /// Query the gRPC server: positions, bars, exposure, large-trades, report, status.
+    Query(query::QueryArgs),
     /// Reference data.
     Refdata {
         #[command(subcommand)]
@@ -306,10 +298,22 @@ fn not_yet(what: &str) -> anyhow::Error {
     )
 }
 
+fn load_server(common: &Common, server: &ServerArgs) -> Result<Config> {
+    let overrides = Overrides {
+        lake_root: server.lake.lake.clone(),
+        brokers: server.brokers.brokers.clone(),
+        listen: server.listen.clone(),
+    };
+    let cfg = config::load(common.config.as_deref(), &overrides)?;
+    init_logging(&cfg);
+    Ok(cfg)
+}
+
 fn load(common: &Common, lake: Option<&LakeArg>, brokers: Option<&BrokersArg>) -> Result<Config> {
     let overrides = Overrides {
         lake_root: lake.and_then(|l| l.lake.clone()),
         brokers: brokers.and_then(|b| b.brokers.clone()),
+        listen: None,
     };
     let cfg = config::load(common.config.as_deref(), &overrides)?;
     init_logging(&cfg);
@@ -319,7 +323,7 @@ fn load(common: &Common, lake: Option<&LakeArg>, brokers: Option<&BrokersArg>) -
 async fn run(Cli { common, command }: Cli) -> Result<String> {
     match command {
         Command::Up { server, .. } => {
-            load(&common, Some(&server.lake), Some(&server.brokers))?;
+            load_server(&common, &server)?;
             Err(not_yet("up"))
         }
         Command::Ingest {
@@ -355,16 +359,16 @@ async fn run(Cli { common, command }: Cli) -> Result<String> {
             }
         },
         Command::Serve { server } => {
-            load(&common, Some(&server.lake), Some(&server.brokers))?;
-            Err(not_yet("serve"))
+            let cfg = load_server(&common, &server)?;
+            serve::run(cfg).await
         }
         Command::Simulate { brokers, simulate } => {
             let cfg = load(&common, None, Some(&brokers))?;
             simulate::run(cfg, simulate).await
         }
-        Command::Query { .. } => {
+        Command::Query(args) => {
             load(&common, None, None)?;
-            Err(not_yet("query"))
+            query::run(args).await
         }
         Command::Refdata {
             command:

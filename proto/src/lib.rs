@@ -1,6 +1,7 @@
 //! `lakehouse-proto`: the Protobuf messages of lakehouse, compiled from the `.proto` files
 //! beside this crate (`lakehouse/v1/*.proto`, package `lakehouse.v1`), which are their
-//! documentation.
+//! documentation: the event messages of `events.proto` and the `Lakehouse` gRPC service of
+//! `service.proto` (client in `v1::lakehouse_client`, server in `v1::lakehouse_server`).
 //!
 //! ```
 //! use lakehouse_proto::v1::{MarketTrade, Side};
@@ -20,3 +21,8 @@ pub use prost_types;
 pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/lakehouse.v1.rs"));
 }
+
+/// The encoded `FileDescriptorSet` of every `.proto` file (with its imports), for gRPC server
+/// reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/lakehouse_descriptor.bin"));

@@ -1,1 +1,21 @@
-//! placeholder
+//! `lakehouse-serving`: the gRPC serving layer (`lakehouse.v1.Lakehouse`).
+//!
+//! - [`merge`]: the batch view (+) the speed view, exact, pure code.
+//! - [`state`]: the published run's snapshot, loaded from the lake at its output versions,
+//!   switched together with the speed layer's boundary.
+//! - [`auth`]: bearer tokens (stored as SHA-256) and client certificates -> principals with
+//!   desk and account scopes.
+//! - [`audit`]: one `system/query_audit` row per request, allowed or refused.
+//! - [`service`]: the tonic service; [`server`]: TLS, limits, health, reflection, the ledger
+//!   poll and graceful shutdown.
+
+pub mod audit;
+pub mod auth;
+pub mod config;
+pub mod merge;
+pub mod server;
+pub mod service;
+pub mod state;
+
+pub use config::ServingConfig;
+pub use server::serve;

@@ -64,6 +64,11 @@ impl Bar {
     pub fn volume(&self) -> Decimal {
         Decimal::from_raw(self.volume)
     }
+    /// The last print: its rank (event time, partition, offset) and price.
+    pub fn close_print(&self) -> Option<((lakehouse_lake::EventTime, i32, i64), Decimal)> {
+        self.close
+            .map(|((ts, p, o), px)| ((lakehouse_lake::EventTime::from_micros(ts), p, o), px))
+    }
     /// Number of prints.
     pub fn count(&self) -> u64 {
         self.count

@@ -58,6 +58,12 @@ pub struct SpeedConfig {
     pub max_message_bytes: usize,
     /// Extra librdkafka consumer properties.
     pub kafka_properties: BTreeMap<String, String>,
+    /// A follower (the speed view inside `lakehouse serve`): restores from the latest
+    /// checkpoint and keeps the views, but writes nothing (no checkpoints, late events, pane
+    /// audit or group offsets); the primary `lakehouse speed` process does that. Not a file
+    /// setting.
+    #[serde(skip)]
+    pub follower: bool,
 }
 
 impl Default for SpeedConfig {
@@ -84,6 +90,7 @@ impl Default for SpeedConfig {
             pane_audit: true,
             max_message_bytes: 1 << 20,
             kafka_properties: BTreeMap::new(),
+            follower: false,
         }
     }
 }

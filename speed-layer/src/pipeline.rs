@@ -311,7 +311,7 @@ impl Pipeline {
             for p in payloads {
                 let date = self.dates.date(&self.calendar, p.ts());
                 match views.admit(&topic, m.partition, m.offset, date, &p) {
-                    Applied::Duplicate => {}
+                    Applied::Duplicate | Applied::Excluded => {}
                     Applied::Covered => admitted.push((p, date, false)),
                     Applied::Added => admitted.push((p, date, true)),
                 }
@@ -398,6 +398,10 @@ impl Pipeline {
                 });
             }
         }
+        self.views
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .note_consumed(&topic, m.partition, m.offset);
         if replay {
             return;
         }
@@ -416,6 +420,11 @@ impl Pipeline {
 
     /// Processing time moved on: idleness and early triggers.
     pub fn tick(&mut self, now: i64, out: &mut Output) {
+        let watermark = self.state.bars_1m.watermark();
+        self.views
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_watermark(watermark);
         for (view, op) in [
             ("bars_1m", &mut self.state.bars_1m),
             ("bars_5m", &mut self.state.bars_5m),

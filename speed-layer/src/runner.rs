@@ -471,7 +471,8 @@ pub async fn run(
     let flag = stopping.clone();
     let rt = Handle::current();
     let interval = cfg.checkpoint_interval;
-    let pipeline_audit = cfg.pane_audit;
+    let pipeline_audit = cfg.pane_audit && !cfg.follower;
+    let follower = cfg.follower;
     let views = handle.views.clone();
     let panes_tx = handle.panes.clone();
     let reference = handle.reference.clone();
@@ -558,7 +559,11 @@ pub async fn run(
                 pipeline.tick(now_us(), &mut out);
             }
             summary.late += out.late.len() as u64;
-            late.append(&mut out.late);
+            if follower {
+                out.late.clear();
+            } else {
+                late.append(&mut out.late);
+            }
             if !out.panes.is_empty() {
                 let at = now_us();
                 for p in out.panes.drain(..) {
@@ -569,7 +574,14 @@ pub async fn run(
                     let _ = panes_tx.send(p);
                 }
             }
-            if stop || last_ckpt.elapsed() >= interval {
+            if follower && last_ckpt.elapsed() >= interval {
+                last_ckpt = Instant::now();
+                summary.checkpoints += 1;
+                if summary.checkpoints.is_multiple_of(10) {
+                    let fresh = rt.block_on(Reference::load(&lake))?;
+                    *reference.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+                }
+            } else if !follower && (stop || last_ckpt.elapsed() >= interval) {
                 rt.block_on(checkpoint(
                     &lake,
                     &mut tables,

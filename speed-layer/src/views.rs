@@ -104,6 +104,9 @@ pub enum Applied {
     Duplicate,
     /// The published batch run covers it: not the speed layer's to answer for.
     Covered,
+    /// A print with an excluded condition code: not in the views (the batch layer's
+    /// `l2/market_trades` leaves it out too).
+    Excluded,
 }
 
 /// Order flow of one trader.
@@ -270,6 +273,12 @@ pub struct Views {
     /// keys), from the boundary's date on.
     seen: BTreeMap<BusinessDate, rustc_hash::FxHashSet<u128>>,
     duplicates: u64,
+    /// Prints carrying one of these condition codes are left out.
+    excluded: Vec<String>,
+    /// Per topic and partition, the next offset after the last message read.
+    consumed: BTreeMap<String, BTreeMap<i32, i64>>,
+    /// The live windows' event-time watermark, µs (`i64::MIN` until known).
+    watermark: i64,
 }
 
 /// The identity of a delivery for duplicate removal, as 128 bits: the fields of
@@ -324,7 +333,47 @@ impl Views {
             agg: Aggregates::default(),
             seen: BTreeMap::new(),
             duplicates: 0,
+            excluded: Vec::new(),
+            consumed: BTreeMap::new(),
+            watermark: i64::MIN,
         }
+    }
+
+    /// Records that every message of a partition up to `offset` was read (the views then hold
+    /// each of its events the boundary does not cover).
+    pub fn note_consumed(&mut self, topic: &str, partition: i32, offset: i64) {
+        match self.consumed.get_mut(topic) {
+            Some(parts) => {
+                let next = parts.entry(partition).or_insert(offset + 1);
+                *next = (*next).max(offset + 1);
+            }
+            None => {
+                self.consumed
+                    .insert(topic.to_string(), BTreeMap::from([(partition, offset + 1)]));
+            }
+        }
+    }
+
+    /// Per topic and partition, the next offset after the last message read.
+    pub fn consumed(&self) -> &BTreeMap<String, BTreeMap<i32, i64>> {
+        &self.consumed
+    }
+
+    /// Sets the live windows' watermark (µs), reported with every answer.
+    pub fn set_watermark(&mut self, watermark: i64) {
+        self.watermark = watermark;
+    }
+
+    /// The live windows' watermark, µs; none until known.
+    pub fn watermark(&self) -> Option<i64> {
+        (self.watermark > i64::MIN).then_some(self.watermark)
+    }
+
+    /// Leaves out prints carrying any of `codes` (the batch layer's `excluded-conditions`), so
+    /// that both views count the same prints.
+    pub fn with_excluded_conditions(mut self, codes: Vec<String>) -> Views {
+        self.excluded = codes;
+        self
     }
 
     /// The boundary the views are the complement of.
@@ -357,6 +406,12 @@ impl Views {
         if !self.seen.entry(date).or_default().insert(identity(payload)) {
             self.duplicates += 1;
             return Applied::Duplicate;
+        }
+        if let Payload::Trade(t) = payload
+            && !self.excluded.is_empty()
+            && t.conditions.iter().any(|c| self.excluded.contains(c))
+        {
+            return Applied::Excluded;
         }
         if self.boundary.covers_at(topic, partition, offset, date) {
             return Applied::Covered;
@@ -577,6 +632,16 @@ impl Views {
     /// The latest print's price of `symbol` (by event time, then partition and offset).
     pub fn last_price(&self, symbol: &str) -> Option<Decimal> {
         self.agg.last.get(symbol).map(|(_, p)| *p)
+    }
+
+    /// The latest print of `symbol` with its rank (event time, partition, offset).
+    pub fn last_print(&self, symbol: &str) -> Option<((EventTime, i32, i64), Decimal)> {
+        self.agg.last.get(symbol).copied()
+    }
+
+    /// Symbols with prints in the views.
+    pub fn symbols(&self) -> impl Iterator<Item = &str> {
+        self.agg.bars.keys().map(String::as_str)
     }
 
     /// Effective executions (after amends and cancels) with a notional (price x quantity) at

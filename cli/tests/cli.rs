@@ -189,13 +189,45 @@ fn bad_csv_names_file_and_line_and_writes_nothing() {
 
 #[test]
 fn roles_not_built_yet_fail_clearly() {
-    let out = lakehouse(&["serve", "--lake", "memory:///"]);
+    let out = lakehouse(&["up", "--lake", "memory:///"]);
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("not available in this build yet"),
         "{}",
         stderr(&out)
     );
+}
+
+#[test]
+fn serve_refuses_a_bad_serving_section_before_listening() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("lh.toml");
+    for (text, expect) in [
+        ("[serving]\nlisten = \"nowhere\"\n", "serving.listen"),
+        (
+            "[[serving.principals]]\nname = \"a\"\ndesks = [\"EQ\"]\n",
+            "neither token-sha256 nor cert-sha256",
+        ),
+        (
+            "[[serving.principals]]\nname = \"a\"\ntoken-sha256 = \"abc\"\ndesks = [\"EQ\"]\n",
+            "not a SHA-256",
+        ),
+        (
+            "[[serving.principals]]\nname = \"a\"\ntoken-sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\n",
+            "empty scope",
+        ),
+    ] {
+        std::fs::write(&cfg, text).unwrap();
+        let out = lakehouse(&[
+            "serve",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--lake",
+            "memory:///",
+        ]);
+        assert!(!out.status.success(), "{text}");
+        assert!(stderr(&out).contains(expect), "{text}: {}", stderr(&out));
+    }
 }
 
 #[test]

@@ -19,3 +19,11 @@ pub mod state;
 
 pub use config::ServingConfig;
 pub use server::serve;
+
+/// Microseconds since the epoch as a protobuf timestamp.
+pub fn timestamp(us: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: us.div_euclid(1_000_000),
+        nanos: (us.rem_euclid(1_000_000) * 1000) as i32,
+    }
+}

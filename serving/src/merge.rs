@@ -88,6 +88,8 @@ pub struct CoveredFill {
 pub struct BatchDay {
     /// `l3/positions` of the date (closing positions, carried forward).
     pub positions: BTreeMap<Key, Position>,
+    /// The date's closing price per symbol (`l3/positions.close_price`).
+    pub closes: FxHashMap<String, Decimal>,
     /// `l2/executions` of the date, per key.
     pub fills: BTreeMap<Key, Vec<CoveredFill>>,
     /// 1-minute bars of `l2/market_trades` of the date: symbol -> minute start (µs) -> bar.
@@ -128,9 +130,6 @@ pub struct BatchSnapshot {
     pub position_dates: BTreeSet<BusinessDate>,
     /// The latest covered print per symbol: (rank, price), from the loaded days.
     pub last: FxHashMap<String, (Rank, Decimal)>,
-    /// Closing prices of the run's date (`l3/positions`), for symbols without a print in
-    /// either view's loaded data.
-    pub closes: FxHashMap<String, Decimal>,
 }
 
 impl BatchSnapshot {
@@ -220,13 +219,14 @@ pub fn positions(
             book.add(x, *partition, *offset);
         }
         let mut p = base;
-        for (_, _, side, price, qty) in book.effective_fills(&key.0, &key.1) {
-            // an overflow cannot be answered exactly: leave the key out rather than guess
-            if p.apply(side, price, qty).is_err() {
-                break;
-            }
+        // an overflow cannot be answered exactly: leave the key out rather than guess
+        let exact = book
+            .effective_fills(&key.0, &key.1)
+            .into_iter()
+            .all(|(_, _, side, price, qty)| p.apply(side, price, qty).is_ok());
+        if exact {
+            out.insert(key.clone(), p);
         }
-        out.insert(key.clone(), p);
     }
     Ok(out)
 }
@@ -255,10 +255,10 @@ pub fn mark(batch: &BatchSnapshot, views: &Views, symbol: &str) -> Option<Decima
     let s = views.last_print(symbol);
     match (b, s) {
         (Some(b), Some(s)) => Some(if s.0 > b.0 { s.1 } else { b.1 }),
-        (b, s) => b
-            .or(s)
-            .map(|x| x.1)
-            .or_else(|| batch.closes.get(symbol).copied()),
+        (b, s) => b.or(s).map(|x| x.1).or_else(|| {
+            let day = batch.days.get(&batch.date()?)?;
+            day.closes.get(symbol).copied()
+        }),
     }
 }
 
@@ -346,38 +346,6 @@ pub fn bars(
     })
 }
 
-/// The business dates whose batch days [`bars`] reads for this range (those <= the run's date).
-pub fn bar_dates(
-    batch: &BatchSnapshot,
-    calendar: &BusinessCalendar,
-    interval: Interval,
-    from: EventTime,
-    to: EventTime,
-) -> Vec<BusinessDate> {
-    let Some(d) = batch.date() else {
-        return Vec::new();
-    };
-    if to <= from {
-        return Vec::new();
-    }
-    let first = calendar.business_date(match interval {
-        Interval::FiveMinutes => {
-            EventTime::from_micros(from.micros() - from.micros().rem_euclid(5 * MINUTE))
-        }
-        _ => from,
-    });
-    let last = calendar
-        .business_date(EventTime::from_micros(to.micros() - 1))
-        .min(d);
-    let mut out = Vec::new();
-    let mut day = first;
-    while day <= last {
-        out.push(day);
-        day = day.succ();
-    }
-    out
-}
-
 /// An effective execution at or above its threshold.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LargeTrade {
@@ -406,7 +374,6 @@ pub struct LargeTrade {
 pub fn large_trades(
     batch: &BatchSnapshot,
     views: &Views,
-    _calendar: &BusinessCalendar,
     from: BusinessDate,
     to: BusinessDate,
     limit: &dyn Fn(&str) -> Option<Decimal>,

@@ -36,12 +36,7 @@ pub struct Service {
 
 type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
-fn ts(us: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: us.div_euclid(1_000_000),
-        nanos: (us.rem_euclid(1_000_000) * 1000) as i32,
-    }
-}
+use crate::timestamp as ts;
 
 fn from_ts(t: &Option<prost_types::Timestamp>, what: &str) -> Result<EventTime, Status> {
     let t = t
@@ -437,7 +432,6 @@ impl Lakehouse for Service {
                 };
                 let reference = self.reference();
                 p.check_named(&r.accounts, &[], &reference)?;
-                let calendar = self.state.calendar;
                 let thresholds = self.thresholds.clone();
                 let limit = |symbol: &str| -> Option<Decimal> {
                     if let Some(t) = threshold {
@@ -452,7 +446,7 @@ impl Lakehouse for Service {
                 let wanted = |a: &str| p.sees_account(a, &reference) && (r.accounts.is_empty() || r.accounts.iter().any(|x| x == a));
                 let out = self
                     .merged(|snap, views| {
-                        let trades = merge::large_trades(snap, views, &calendar, from, to, &limit, &wanted)?;
+                        let trades = merge::large_trades(snap, views, from, to, &limit, &wanted)?;
                         Ok(pb::ListLargeTradesResponse {
                             trades: trades
                                 .into_iter()

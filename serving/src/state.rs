@@ -193,7 +193,6 @@ impl Served {
             }
         }
         snap.days.insert(run.date, Arc::new(day));
-        snap.closes = self.closes(&run).await?;
         // the switch: boundary and snapshot move together under the views' write lock
         {
             let mut views = self.speed.views.write().unwrap_or_else(|e| e.into_inner());
@@ -262,31 +261,6 @@ impl Served {
         Ok(out)
     }
 
-    /// Closing prices of the run's date, per symbol (from `l3/positions`).
-    async fn closes(
-        &self,
-        run: &RunInfo,
-    ) -> Result<rustc_hash::FxHashMap<String, Decimal>, LoadError> {
-        let table = self.table_at(run, names::POSITIONS).await?;
-        let filter = col(schema::COL_BUSINESS_DATE).eq(date_lit(run.date));
-        let mut out = rustc_hash::FxHashMap::default();
-        for b in table
-            .scan(Some(filter), Some(&["symbol", "close_price"]))
-            .await?
-        {
-            let (s, c) = (
-                texts(&b, names::POSITIONS, "symbol")?,
-                decimals(&b, names::POSITIONS, "close_price")?,
-            );
-            for (s, c) in s.into_iter().zip(c) {
-                if let (Some(s), Some(c)) = (s, c) {
-                    out.insert(s, c);
-                }
-            }
-        }
-        Ok(out)
-    }
-
     /// One business date of the run: positions, effective executions, 1-minute bars.
     pub async fn load_day(&self, run: &RunInfo, date: BusinessDate) -> Result<BatchDay, LoadError> {
         let mut day = BatchDay::default();
@@ -294,12 +268,16 @@ impl Served {
         let t = names::POSITIONS;
         for b in self.table_at(run, t).await?.scan(Some(at()), None).await? {
             let (a, s) = (texts(&b, t, "account")?, texts(&b, t, "symbol")?);
-            let (n, c, r) = (
+            let (n, c, r, close) = (
                 decimals(&b, t, "net_quantity")?,
                 decimals(&b, t, "avg_cost")?,
                 decimals(&b, t, "realized_pnl")?,
+                decimals(&b, t, "close_price")?,
             );
             for i in 0..b.num_rows() {
+                if let (Some(symbol), Some(px)) = (&s[i], close[i]) {
+                    day.closes.insert(symbol.clone(), px);
+                }
                 day.positions.insert(
                     (
                         a[i].clone().unwrap_or_default(),
@@ -425,10 +403,7 @@ impl Served {
                 let v = |x: &Vec<Option<String>>| x[i].clone().unwrap_or_default();
                 out.push(pb::TransactionReportRow {
                     exec_id: v(&id),
-                    trading_time: Some(prost_types::Timestamp {
-                        seconds: at[i].div_euclid(1_000_000),
-                        nanos: (at[i].rem_euclid(1_000_000) * 1000) as i32,
-                    }),
+                    trading_time: Some(crate::timestamp(at[i])),
                     isin: v(&isin),
                     price: p[i].map(|d| d.to_string()).unwrap_or_default(),
                     quantity: q[i].map(|d| d.to_string()).unwrap_or_default(),

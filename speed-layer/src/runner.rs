@@ -488,6 +488,8 @@ pub async fn run(
         let pane_audit = pipeline_audit;
         let topic_index: HashMap<String, usize> = pipeline_topics(&pipeline);
         let mut last_ckpt = Instant::now();
+        // checkpoint intervals passed; every 10th reloads the reference data
+        let mut periods: u64 = 0;
         let mut first_processed: Option<Instant> = None;
         let mut last_kafka_error: Option<Instant> = None;
         let mut last_tick = Instant::now();
@@ -574,37 +576,34 @@ pub async fn run(
                     let _ = panes_tx.send(p);
                 }
             }
-            if follower && last_ckpt.elapsed() >= interval {
-                last_ckpt = Instant::now();
-                summary.checkpoints += 1;
-                if summary.checkpoints.is_multiple_of(10) {
-                    let fresh = rt.block_on(Reference::load(&lake))?;
-                    *reference.write().unwrap_or_else(|e| e.into_inner()) = fresh;
-                }
-            } else if !follower && (stop || last_ckpt.elapsed() >= interval) {
-                rt.block_on(checkpoint(
-                    &lake,
-                    &mut tables,
-                    &mut late,
-                    &mut audit,
-                    pipeline.state(),
-                ))?;
-                summary.checkpoints += 1;
-                // the group's offsets mirror the checkpoint, for lag monitoring only: positions
-                // always come from the checkpoint
-                let mut done = TopicPartitionList::new();
-                for (topic, parts) in &pipeline.state().next {
-                    for (p, next) in parts {
-                        let _ = done.add_partition_offset(topic, *p, KOffset::Offset(*next));
+            if stop || last_ckpt.elapsed() >= interval {
+                // a follower writes nothing: the primary speed process checkpoints
+                if !follower {
+                    rt.block_on(checkpoint(
+                        &lake,
+                        &mut tables,
+                        &mut late,
+                        &mut audit,
+                        pipeline.state(),
+                    ))?;
+                    summary.checkpoints += 1;
+                    // the group's offsets mirror the checkpoint, for lag monitoring only:
+                    // positions always come from the checkpoint
+                    let mut done = TopicPartitionList::new();
+                    for (topic, parts) in &pipeline.state().next {
+                        for (p, next) in parts {
+                            let _ = done.add_partition_offset(topic, *p, KOffset::Offset(*next));
+                        }
+                    }
+                    if done.count() > 0
+                        && let Err(e) = consumer.commit(&done, CommitMode::Async)
+                    {
+                        warn!(error = %e, "cannot record offsets in the consumer group (monitoring only)");
                     }
                 }
-                if done.count() > 0
-                    && let Err(e) = consumer.commit(&done, CommitMode::Async)
-                {
-                    warn!(error = %e, "cannot record offsets in the consumer group (monitoring only)");
-                }
                 last_ckpt = Instant::now();
-                if summary.checkpoints.is_multiple_of(10) {
+                periods += 1;
+                if !stop && periods.is_multiple_of(10) {
                     let fresh = rt.block_on(Reference::load(&lake))?;
                     *reference.write().unwrap_or_else(|e| e.into_inner()) = fresh;
                 }

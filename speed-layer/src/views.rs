@@ -639,11 +639,6 @@ impl Views {
         self.agg.last.get(symbol).copied()
     }
 
-    /// Symbols with prints in the views.
-    pub fn symbols(&self) -> impl Iterator<Item = &str> {
-        self.agg.bars.keys().map(String::as_str)
-    }
-
     /// Effective executions (after amends and cancels) with a notional (price x quantity) at
     /// or above `threshold(symbol)`, sorted by exec id.
     pub fn large_trades(&self, threshold: impl Fn(&str) -> Option<Decimal>) -> Vec<LargeTrade> {

@@ -106,6 +106,24 @@ pub struct RunReport {
     pub rows: BTreeMap<String, usize>,
     /// Wall time.
     pub seconds: f64,
+    /// Earlier dates restated first (late events), each published by its own ledger row.
+    pub restated: Vec<BusinessDate>,
+}
+
+/// The input tables of a run, opened once: every date a run restates reads the same versions.
+#[derive(Debug)]
+pub struct Inputs {
+    events: BTreeMap<&'static str, Table>,
+    refs: BTreeMap<&'static str, Table>,
+}
+
+/// The run serving answers from: of the succeeded runs, the latest business date, and of its
+/// reruns the last finished.
+pub fn served_run(ledger: &[LedgerRow]) -> Option<&LedgerRow> {
+    ledger
+        .iter()
+        .filter(|r| r.status == "succeeded")
+        .max_by_key(|r| (r.business_date, r.finished_at))
 }
 
 /// Runs dates through the job chain.
@@ -151,12 +169,125 @@ impl Runner {
 
     /// Runs `date` and publishes it in the ledger. On failure a `failed` ledger row records
     /// the error (when the lake still takes writes) and the error is returned.
+    ///
+    /// Dates before `date` that got late events since the served run's boundary are restated
+    /// first, against the same pinned inputs: the new boundary covers those events, so the
+    /// batch view must hold them (see [`Runner::late_dates`]).
     pub async fn run(&self, date: BusinessDate) -> Result<RunReport, RunError> {
+        self.lake.ensure_catalog().await?;
+        let inputs = self.open_inputs().await?;
+        let mut restated = Vec::new();
+        for d in self.late_dates(date, &inputs).await? {
+            tracing::info!(%d, for_date = %date, "restating a date with late events");
+            self.run_pinned(d, &inputs).await?;
+            restated.push(d);
+        }
+        let mut report = self.run_pinned(date, &inputs).await?;
+        report.restated = restated;
+        Ok(report)
+    }
+
+    /// The inputs at their current versions; every date of one run reads these.
+    async fn open_inputs(&self) -> Result<Inputs, RunError> {
+        let mut events = BTreeMap::new();
+        for name in EVENT_INPUTS {
+            events.insert(name, self.lake.table(name).await?);
+        }
+        let mut refs = BTreeMap::new();
+        for name in REF_INPUTS {
+            refs.insert(name, self.lake.table(name).await?);
+        }
+        Ok(Inputs { events, refs })
+    }
+
+    /// The dates before `date` to run again before it: those with events the served run's
+    /// boundary did not cover (late arrivals, or dates never run), and every date after the
+    /// first of them that has a published run (its positions carry on from the restated
+    /// ones). None when `date` comes before the served run's date (that run stays served).
+    pub async fn late_dates(
+        &self,
+        date: BusinessDate,
+        inputs: &Inputs,
+    ) -> Result<Vec<BusinessDate>, RunError> {
+        let ledger = read_ledger(&self.lake).await?;
+        let Some(served) = served_run(&ledger) else {
+            return Ok(Vec::new());
+        };
+        if served.business_date > date {
+            return Ok(Vec::new());
+        }
+        // events before the window of `date` are in event-date partitions up to its first
+        let until = BusinessDate(self.window(date).start.utc_date());
+        let mut uncovered: Option<DfExpr> = None;
+        let mut named: BTreeMap<&str, Vec<DfExpr>> = BTreeMap::new();
+        for (topic, parts) in &served.boundary {
+            for (p, last) in parts {
+                let beyond = df_col(schema::COL_TOPIC)
+                    .eq(df_lit(topic.as_str()))
+                    .and(df_col(schema::COL_PARTITION).eq(df_lit(*p)))
+                    .and(df_col(schema::COL_OFFSET).gt(df_lit(*last)));
+                uncovered = Some(match uncovered {
+                    Some(u) => u.or(beyond),
+                    None => beyond,
+                });
+                named.entry(topic.as_str()).or_default().push(
+                    df_col(schema::COL_TOPIC)
+                        .eq(df_lit(topic.as_str()))
+                        .and(df_col(schema::COL_PARTITION).eq(df_lit(*p))),
+                );
+            }
+        }
+        // partitions the boundary does not name at all are uncovered from their start
+        let unnamed = named
+            .into_values()
+            .flatten()
+            .reduce(DfExpr::or)
+            .map(std::ops::Not::not);
+        let uncovered = match (uncovered, unnamed) {
+            (Some(u), Some(n)) => u.or(n),
+            _ => df_lit(true),
+        };
+        let mut late = BTreeSet::new();
+        for name in EVENT_INPUTS {
+            let filter = df_col(schema::COL_EVENT_DATE)
+                .lt_eq(date_lit(until))
+                .and(uncovered.clone());
+            for b in inputs.events[name]
+                .scan(Some(filter), Some(&[schema::COL_TS]))
+                .await?
+            {
+                let ts = cast(b.column(0), &ArrowType::Int64).map_err(FrameError::from)?;
+                for t in ts
+                    .as_primitive::<deltalake::arrow::datatypes::Int64Type>()
+                    .iter()
+                    .flatten()
+                {
+                    let d = self.calendar.business_date(EventTime::from_micros(t));
+                    if d < date {
+                        late.insert(d);
+                    }
+                }
+            }
+        }
+        let Some(&first) = late.first() else {
+            return Ok(Vec::new());
+        };
+        late.extend(
+            ledger
+                .iter()
+                .filter(|r| r.status == "succeeded")
+                .map(|r| r.business_date)
+                .filter(|d| (first..date).contains(d)),
+        );
+        Ok(late.into_iter().collect())
+    }
+
+    /// Runs `date` on `inputs` and publishes it (or records the failure) in the ledger.
+    async fn run_pinned(&self, date: BusinessDate, inputs: &Inputs) -> Result<RunReport, RunError> {
         let run_id = uuid::Uuid::new_v4().to_string();
         let started = Utc::now();
         let clock = Instant::now();
-        self.lake.ensure_catalog().await?;
-        match self.execute(date, &run_id, clock).await {
+        match self.execute(date, inputs, &run_id, clock).await {
             Ok(report) => {
                 self.ledger(&run_id, date, "succeeded", started, Some(&report), None)
                     .await?;
@@ -177,6 +308,7 @@ impl Runner {
     async fn execute(
         &self,
         date: BusinessDate,
+        pinned: &Inputs,
         run_id: &str,
         clock: Instant,
     ) -> Result<RunReport, RunError> {
@@ -193,7 +325,7 @@ impl Runner {
             .map(|d| date_lit(BusinessDate(d)))
             .collect();
         for name in EVENT_INPUTS {
-            let table = self.lake.table(name).await?;
+            let table = &pinned.events[name];
             inputs.insert(name.to_string(), table.version().unwrap_or_default());
             let filter = df_col(schema::COL_EVENT_DATE).in_list(event_dates.clone(), false);
             let schema = table.schema()?;
@@ -215,7 +347,7 @@ impl Runner {
         }
         let mut refs = BTreeMap::new();
         for name in REF_INPUTS {
-            let table = self.lake.table(name).await?;
+            let table = &pinned.refs[name];
             inputs.insert(name.to_string(), table.version().unwrap_or_default());
             let schema = table.schema()?;
             let batches = conform(&schema, &table.read_all().await?)?;
@@ -278,6 +410,7 @@ impl Runner {
             outputs,
             rows,
             seconds: clock.elapsed().as_secs_f64(),
+            restated: Vec::new(),
         })
     }
 
@@ -319,7 +452,7 @@ impl Runner {
     async fn boundary(
         &self,
         mut wanted: BTreeSet<(String, i32)>,
-        tables: &BTreeMap<&str, Table>,
+        tables: &BTreeMap<&str, &Table>,
     ) -> Result<BTreeMap<String, BTreeMap<i32, i64>>, RunError> {
         if let Some(last) = self.last_published().await? {
             for (t, parts) in last.boundary {

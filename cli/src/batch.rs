@@ -63,6 +63,11 @@ pub(crate) async fn run(cfg: Config, dates: Vec<BusinessDate>) -> Result<String>
             .await
             .with_context(|| format!("batch run of {date} failed (nothing published for it)"))?;
         info!(%date, run_id = %report.run_id, seconds = report.seconds, "published");
+        for d in &report.restated {
+            out.push_str(&format!(
+                "{d}: restated first (late events since it was served)\n"
+            ));
+        }
         out.push_str(&format!(
             "{date}: published run {} in {:.1} s: {}\n",
             report.run_id,

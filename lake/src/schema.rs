@@ -16,6 +16,8 @@ pub const COL_OFFSET: &str = "_offset";
 pub const COL_KAFKA_TS: &str = "_kafka_ts";
 /// When ingest wrote the row.
 pub const COL_INGEST_TS: &str = "_ingest_ts";
+/// The event time of every event (UTC).
+pub const COL_TS: &str = "ts";
 /// Partition column of L1 event tables: the UTC date of the event's `ts`.
 pub const COL_EVENT_DATE: &str = "event_date";
 /// Partition column of L2 and L3 tables.
@@ -68,7 +70,7 @@ pub fn market_trades() -> SchemaRef {
             utf8("venue", true),
             dec("price", false),
             dec("volume", false),
-            ts("ts", false),
+            ts(COL_TS, false),
             Field::new_list("conditions", Field::new("item", DataType::Utf8, true), true),
         ],
         COL_EVENT_DATE,
@@ -89,7 +91,7 @@ pub fn orders() -> SchemaRef {
             dec("price", true),
             dec("quantity", false),
             utf8("action", false),
-            ts("ts", false),
+            ts(COL_TS, false),
         ],
         COL_EVENT_DATE,
     )
@@ -109,7 +111,7 @@ pub fn executions() -> SchemaRef {
             dec("price", false),
             dec("quantity", false),
             utf8("currency", false),
-            ts("ts", false),
+            ts(COL_TS, false),
             utf8("lifecycle", false),
             utf8("ref_exec_id", true),
         ],
@@ -139,7 +141,7 @@ pub fn late_events() -> SchemaRef {
         vec![
             utf8("view", false),
             utf8("key", false),
-            ts("ts", false),
+            ts(COL_TS, false),
             ts("watermark", false),
             Field::new("raw", DataType::Binary, true),
         ],
@@ -200,7 +202,7 @@ pub fn l2_executions() -> SchemaRef {
         dec("price", false),
         dec("quantity", false),
         utf8("currency", false),
-        ts("ts", false),
+        ts(COL_TS, false),
         dec("notional", false),
         dec("fx_rate", true),
         dec("reporting_notional", true),
@@ -237,7 +239,7 @@ pub fn l2_market_trades() -> SchemaRef {
         utf8("venue", true),
         dec("price", false),
         dec("volume", false),
-        ts("ts", false),
+        ts(COL_TS, false),
         Field::new(COL_PARTITION, DataType::Int32, false),
         i64f(COL_OFFSET, false),
     ])
@@ -411,7 +413,7 @@ pub const COL_AUDIT_DATE: &str = "audit_date";
 pub fn query_audit() -> SchemaRef {
     Arc::new(Schema::new(vec![
         date(COL_AUDIT_DATE),
-        ts("ts", false),
+        ts(COL_TS, false),
         utf8("principal", false),
         utf8("method", false),
         utf8("parameters", false),

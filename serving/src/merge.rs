@@ -209,19 +209,20 @@ pub fn positions(
                 batch
                     .positions_before(d0)?
                     .and_then(|b| b.positions.get(key).copied())
-                    .unwrap_or_default()
             }
-            _ => at_d
-                .and_then(|b| b.positions.get(key).copied())
-                .unwrap_or_default(),
+            _ => at_d.and_then(|b| b.positions.get(key).copied()),
         };
         for (x, partition, offset, _) in execs {
             book.add(x, *partition, *offset);
         }
-        let mut p = base;
+        let fills = book.effective_fills(&key.0, &key.1);
+        // a key whose every execution was cancelled has no position (as in the batch view)
+        if fills.is_empty() && base.is_none() {
+            continue;
+        }
+        let mut p = base.unwrap_or_default();
         // an overflow cannot be answered exactly: leave the key out rather than guess
-        let exact = book
-            .effective_fills(&key.0, &key.1)
+        let exact = fills
             .into_iter()
             .all(|(_, _, side, price, qty)| p.apply(side, price, qty).is_ok());
         if exact {

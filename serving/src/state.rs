@@ -141,19 +141,14 @@ impl Served {
         let rows = lakehouse_batch::runner::read_ledger(&self.lake)
             .await
             .map_err(|e| LoadError::Ledger(e.to_string()))?;
-        let mut ok: Vec<_> = rows
-            .into_iter()
-            .filter(|r| r.status == "succeeded")
-            .collect();
-        // the run with the latest date is the batch view; of reruns, the last finished
-        ok.sort_by_key(|r| (r.business_date, r.finished_at));
-        *self.recent.write().unwrap_or_else(|e| e.into_inner()) = ok
+        let mut recent: Vec<_> = rows.iter().filter(|r| r.status == "succeeded").collect();
+        recent.sort_by_key(|r| std::cmp::Reverse((r.business_date, r.finished_at)));
+        *self.recent.write().unwrap_or_else(|e| e.into_inner()) = recent
             .iter()
-            .rev()
             .take(10)
             .map(|r| (r.business_date, r.run_id.clone()))
             .collect();
-        let Some(latest) = ok.pop() else {
+        let Some(latest) = lakehouse_batch::runner::served_run(&rows).cloned() else {
             return Ok(false);
         };
         let current = self.snapshot();

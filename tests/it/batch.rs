@@ -28,14 +28,14 @@ use crate::speed::open;
 const THRESHOLD: i128 = 50_000 * SCALE;
 const SCALE: i128 = 100_000_000;
 
-fn lakehouse(d: &Path) -> Command {
+pub(crate) fn lakehouse(d: &Path) -> Command {
     let mut c = Command::new(lakehouse_tests::lakehouse_bin().unwrap());
     c.arg("--config").arg(d.join("lakehouse.toml"));
     c.stdin(Stdio::null());
     c
 }
 
-fn ok(mut c: Command) -> String {
+pub(crate) fn ok(mut c: Command) -> String {
     let out = c.output().unwrap();
     assert!(
         out.status.success(),
@@ -46,17 +46,74 @@ fn ok(mut c: Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn date_of(ts: i64) -> BusinessDate {
+/// Loads the reference data the simulator wrote into `d/ref` into `lake`.
+pub(crate) fn load_refdata(d: &Path, lake: &Path) {
+    let mut load = lakehouse(d);
+    load.args(["refdata", "load", "--lake"]).arg(lake);
+    for (flag, file) in [
+        ("--instruments", "instruments.csv"),
+        ("--accounts", "accounts.csv"),
+        ("--fx", "fx_rates.csv"),
+    ] {
+        load.arg(flag).arg(d.join("ref").join(file));
+    }
+    ok(load);
+}
+
+/// Waits until ingest committed `per_topic` messages to L1.
+pub(crate) fn wait_ingested(
+    rt: &tokio::runtime::Runtime,
+    lake: &Path,
+    ingest: &mut Ingest,
+    per_topic: &BTreeMap<String, i64>,
+) {
+    let tables = [
+        ("market-trades", names::MARKET_TRADES),
+        ("orders", names::ORDERS),
+        ("executions", names::EXECUTIONS),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let done = rt.block_on(async {
+            let l = open(lake).await;
+            for (topic, table) in tables {
+                let Ok(t) = l.table(table).await else {
+                    return false;
+                };
+                let o = t
+                    .committed_offset(&PipelineId::new("ingest"), &TopicPartition::new(topic, 0))
+                    .await
+                    .unwrap();
+                if o.map(|o| o.0 + 1) < per_topic.get(topic).copied() {
+                    return false;
+                }
+            }
+            true
+        });
+        if done {
+            return;
+        }
+        assert!(!ingest.exited(), "ingest exited: {}", ingest.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "ingest too slow: {}",
+            ingest.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+pub(crate) fn date_of(ts: i64) -> BusinessDate {
     BusinessDate(EventTime::from_micros(ts).utc_date())
 }
 
-fn round(wide: i128) -> i128 {
+pub(crate) fn round(wide: i128) -> i128 {
     Decimal::wide_rounded(wide).unwrap().raw()
 }
 
 /// The truth's first deliveries (no duplicates, no malformed messages) of `kind`, in send
 /// order (one partition per topic: the Kafka offset order).
-fn events<'a>(rows: &'a [Row], kind: &str) -> Vec<&'a Row> {
+pub(crate) fn events<'a>(rows: &'a [Row], kind: &str) -> Vec<&'a Row> {
     let mut seen = BTreeSet::new();
     rows.iter()
         .filter(|r| r.kind == kind && !r.malformed && !r.duplicate)
@@ -65,27 +122,35 @@ fn events<'a>(rows: &'a [Row], kind: &str) -> Vec<&'a Row> {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct Bar {
-    open: i128,
-    high: i128,
-    low: i128,
-    close: i128,
-    vwap: i128,
-    volume: i128,
-    count: i64,
+pub(crate) struct Bar {
+    pub(crate) open: i128,
+    pub(crate) high: i128,
+    pub(crate) low: i128,
+    pub(crate) close: i128,
+    pub(crate) vwap: i128,
+    pub(crate) volume: i128,
+    pub(crate) count: i64,
 }
 
 /// Daily bars per (date, symbol): open/close the first/last print by (time, offset).
 fn truth_bars(rows: &[Row]) -> BTreeMap<(BusinessDate, String), Bar> {
+    bars_by(rows, date_of)
+}
+
+/// Bars per (`bucket(ts)`, symbol): open/close the first/last print by (time, offset).
+pub(crate) fn bars_by<K: Ord + Clone>(
+    rows: &[Row],
+    bucket: impl Fn(i64) -> K,
+) -> BTreeMap<(K, String), Bar> {
     let mut prints: Vec<(i64, u64, &Row)> = events(rows, "market-trade")
         .into_iter()
         .map(|r| (r.ts.unwrap(), r.message_seq, r))
         .collect();
     prints.sort_by_key(|p| (p.0, p.1));
-    let mut acc: BTreeMap<(BusinessDate, String), (Bar, i128)> = BTreeMap::new();
+    let mut acc: BTreeMap<(K, String), (Bar, i128)> = BTreeMap::new();
     for (ts, _, r) in prints {
         let (p, v) = (r.price.unwrap(), r.quantity.unwrap());
-        let key = (date_of(ts), r.symbol.clone().unwrap());
+        let key = (bucket(ts), r.symbol.clone().unwrap());
         let (bar, pv) = acc.entry(key).or_insert_with(|| {
             (
                 Bar {
@@ -115,18 +180,18 @@ fn truth_bars(rows: &[Row]) -> BTreeMap<(BusinessDate, String), Bar> {
 }
 
 /// An execution after its corrections: side, price, quantity, and where it ranks.
-struct Fill {
-    ts: i64,
-    seq: u64,
-    account: String,
-    symbol: String,
-    buy: bool,
-    price: i128,
-    quantity: i128,
-    exec_id: String,
+pub(crate) struct Fill {
+    pub(crate) ts: i64,
+    pub(crate) seq: u64,
+    pub(crate) account: String,
+    pub(crate) symbol: String,
+    pub(crate) buy: bool,
+    pub(crate) price: i128,
+    pub(crate) quantity: i128,
+    pub(crate) exec_id: String,
 }
 
-fn effective_fills(rows: &[Row]) -> Vec<Fill> {
+pub(crate) fn effective_fills(rows: &[Row]) -> Vec<Fill> {
     let execs = events(rows, "execution");
     let mut fills: BTreeMap<String, Fill> = BTreeMap::new();
     for r in execs
@@ -174,14 +239,14 @@ fn effective_fills(rows: &[Row]) -> Vec<Fill> {
 
 /// (net, avg cost, realized) by the average-cost method, written out plainly.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Pos {
-    net: i128,
-    avg: i128,
-    realized: i128,
+pub(crate) struct Pos {
+    pub(crate) net: i128,
+    pub(crate) avg: i128,
+    pub(crate) realized: i128,
 }
 
 impl Pos {
-    fn apply(&mut self, buy: bool, price: i128, qty: i128) {
+    pub(crate) fn apply(&mut self, buy: bool, price: i128, qty: i128) {
         let q = if buy { qty } else { -qty };
         if self.net == 0 || (self.net > 0) == (q > 0) {
             let n = self.net + q;
@@ -365,54 +430,13 @@ fn simulated_days_equal_the_truth_reruns_are_byte_identical_and_a_killed_run_pub
     .arg("--refdata")
     .arg(d.join("ref"));
     ok(sim);
-    let mut load = lakehouse(d);
-    load.args(["refdata", "load", "--lake"]).arg(&lake);
-    for (flag, file) in [
-        ("--instruments", "instruments.csv"),
-        ("--accounts", "accounts.csv"),
-        ("--fx", "fx_rates.csv"),
-    ] {
-        load.arg(flag).arg(d.join("ref").join(file));
-    }
-    ok(load);
+    load_refdata(d, &lake);
 
     // ingest everything
     let per_topic = crate::speed::messages_per_topic(&d.join("truth.parquet"));
     let mut ingest = Ingest::spawn(d, "ingest", &brokers, None);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let tables = [
-        ("market-trades", names::MARKET_TRADES),
-        ("orders", names::ORDERS),
-        ("executions", names::EXECUTIONS),
-    ];
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let done = rt.block_on(async {
-            let l = open(&lake).await;
-            let mut all = true;
-            for (topic, table) in tables {
-                let Ok(t) = l.table(table).await else {
-                    return false;
-                };
-                let o = t
-                    .committed_offset(&PipelineId::new("ingest"), &TopicPartition::new(topic, 0))
-                    .await
-                    .unwrap();
-                all &= o.map(|o| o.0 + 1) == Some(per_topic[topic]);
-            }
-            all
-        });
-        if done {
-            break;
-        }
-        assert!(!ingest.exited(), "ingest exited: {}", ingest.log_text());
-        assert!(
-            Instant::now() < deadline,
-            "ingest too slow: {}",
-            ingest.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_ingested(&rt, &lake, &mut ingest, &per_topic);
     ingest.stop();
 
     let rows = read_truth(&d.join("truth.parquet"));

@@ -8,5 +8,6 @@ mod ingest;
 mod lake_contract;
 mod python;
 mod s3;
+mod serve;
 mod simulate;
 mod speed;

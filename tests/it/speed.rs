@@ -22,14 +22,14 @@ fn lakehouse() -> Command {
 }
 
 /// A `lakehouse speed` process on its own lake; SIGKILLed on drop.
-struct Speed {
+pub(crate) struct Speed {
     child: Child,
     lake: PathBuf,
     log: PathBuf,
 }
 
 impl Speed {
-    fn spawn(dir: &Path, name: &str, brokers: &str, n: usize) -> Speed {
+    pub(crate) fn spawn(dir: &Path, name: &str, brokers: &str, n: usize) -> Speed {
         let lake = dir.join(name);
         let log = dir.join(format!("{name}-{n}.log"));
         let out = std::fs::File::create(&log).unwrap();
@@ -76,7 +76,7 @@ impl Speed {
         assert!(s.success(), "speed exited with {s}:\n{}", self.log_text());
     }
 
-    fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
@@ -124,7 +124,7 @@ pub(crate) fn messages_per_topic(truth: &Path) -> BTreeMap<String, i64> {
 }
 
 /// Polls `done` until it holds; fails with `why()` after `timeout`.
-fn until(timeout: Duration, why: impl Fn() -> String, mut done: impl FnMut() -> bool) {
+pub(crate) fn until(timeout: Duration, why: impl Fn() -> String, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !done() {
         assert!(Instant::now() < deadline, "{}", why());

@@ -1,0 +1,1297 @@
+//! Serving end to end with real processes: `lakehouse simulate` (paced) -> the broker ->
+//! `lakehouse ingest` + `lakehouse speed` + `lakehouse serve`, with a batch run published
+//! mid-stream.
+//!
+//! - Every answer sampled while the batch run is published equals the same query computed
+//!   here, from the simulator's ground truth, over exactly the events its freshness names
+//!   (speed offsets): no event is seen twice or missed across the switch.
+//! - Positions (net, average cost, realized, mark), daily and 1-minute bars equal the truth
+//!   before the batch publishes, after, after late events for the reported date arrive, and
+//!   after the next run restated that date.
+//! - Entitlements: 1000 random requests from several principals (foreign ids, wildcards, bad
+//!   and missing tokens): no row outside the caller's scope, foreign ids refused, a scoped
+//!   answer is the unrestricted one filtered to the scope.
+//! - The Python example client (stubs generated from proto/) gets the same positions and bars.
+//! - Audit: `system/query_audit` holds one row per request made, refused ones included.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use deltalake::arrow::array::AsArray;
+use deltalake::arrow::compute::cast;
+use deltalake::arrow::datatypes::{DataType, Int64Type};
+use lakehouse_lake::catalog::names;
+use lakehouse_lake::{BusinessDate, Decimal, EventTime};
+use lakehouse_proto::v1 as pb;
+use pb::lakehouse_client::LakehouseClient;
+use sha2::Digest;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tonic::{Request, Status};
+
+use crate::batch::{
+    Bar, Pos, bars_by, date_of, effective_fills, events, lakehouse, load_refdata, ok, round,
+    wait_ingested,
+};
+use crate::ingest::{Ingest, broker};
+use crate::simulate::{Row, read_truth};
+use crate::speed::{Speed, messages_per_topic, open, until};
+
+/// A `lakehouse serve` process; SIGKILLed on drop, [`Serve::stop`] for the graceful stop.
+struct Serve {
+    child: Child,
+    addr: String,
+    log: PathBuf,
+}
+
+impl Serve {
+    fn spawn(d: &Path, brokers: &str) -> Serve {
+        let port = lakehouse_tests::free_port();
+        let log = d.join("serve.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let addr = format!("127.0.0.1:{port}");
+        let child = lakehouse(d)
+            .args(["serve", "--brokers", brokers, "--listen", &addr, "--lake"])
+            .arg(d.join("lake"))
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        let mut s = Serve { child, addr, log };
+        until(
+            Duration::from_secs(60),
+            || format!("serve did not listen:\n{}", s.log_text()),
+            || std::net::TcpStream::connect(&s.addr).is_ok(),
+        );
+        assert!(s.child.try_wait().unwrap().is_none(), "{}", s.log_text());
+        s
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM and a clean exit (which flushes the audit).
+    fn stop(&mut self) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                assert!(s.success(), "serve exited with {s}:\n{}", self.log_text());
+                return;
+            }
+            assert!(Instant::now() < deadline, "serve did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Adds the bearer token to every call.
+#[derive(Clone)]
+struct Auth(Option<String>);
+
+impl tonic::service::Interceptor for Auth {
+    fn call(&mut self, mut r: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(t) = &self.0 {
+            r.metadata_mut()
+                .insert("authorization", format!("Bearer {t}").parse().unwrap());
+        }
+        Ok(r)
+    }
+}
+
+/// Requests made, per (principal as audited, method, status).
+type Tally = Arc<Mutex<BTreeMap<(String, String, String), i64>>>;
+
+/// A client that counts every request it makes.
+#[derive(Clone)]
+struct Caller {
+    api: LakehouseClient<InterceptedService<Channel, Auth>>,
+    who: String,
+    tally: Tally,
+}
+
+impl Caller {
+    fn new(channel: &Channel, token: Option<&str>, who: &str, tally: &Tally) -> Caller {
+        Caller {
+            api: LakehouseClient::with_interceptor(
+                channel.clone(),
+                Auth(token.map(str::to_string)),
+            ),
+            who: who.to_string(),
+            tally: tally.clone(),
+        }
+    }
+
+    fn note<T>(&self, method: &str, r: &Result<T, Status>) {
+        let status = match r {
+            Ok(_) => "Ok".to_string(),
+            Err(s) => format!("{:?}", s.code()),
+        };
+        *self
+            .tally
+            .lock()
+            .unwrap()
+            .entry((self.who.clone(), method.to_string(), status))
+            .or_default() += 1;
+    }
+
+    async fn positions(
+        &self,
+        r: pb::GetPositionsRequest,
+    ) -> Result<pb::GetPositionsResponse, Status> {
+        let out = self
+            .api
+            .clone()
+            .get_positions(r)
+            .await
+            .map(|r| r.into_inner());
+        self.note("GetPositions", &out);
+        out
+    }
+
+    async fn bars(&self, r: pb::GetBarsRequest) -> Result<pb::GetBarsResponse, Status> {
+        let out = self.api.clone().get_bars(r).await.map(|r| r.into_inner());
+        self.note("GetBars", &out);
+        out
+    }
+
+    async fn exposure(&self, r: pb::GetExposureRequest) -> Result<pb::GetExposureResponse, Status> {
+        let out = self
+            .api
+            .clone()
+            .get_exposure(r)
+            .await
+            .map(|r| r.into_inner());
+        self.note("GetExposure", &out);
+        out
+    }
+
+    async fn large_trades(
+        &self,
+        r: pb::ListLargeTradesRequest,
+    ) -> Result<pb::ListLargeTradesResponse, Status> {
+        let out = self
+            .api
+            .clone()
+            .list_large_trades(r)
+            .await
+            .map(|r| r.into_inner());
+        self.note("ListLargeTrades", &out);
+        out
+    }
+
+    async fn report(&self, date: BusinessDate) -> Result<Vec<pb::TransactionReportRow>, Status> {
+        let r = pb::StreamTransactionReportRequest {
+            business_date: date.to_string(),
+            chunk_rows: 97,
+        };
+        let started = self.api.clone().stream_transaction_report(r).await;
+        self.note("StreamTransactionReport", &started);
+        let mut stream = started?.into_inner();
+        let mut rows = Vec::new();
+        while let Some(chunk) = stream.message().await? {
+            rows.extend(chunk.rows);
+        }
+        Ok(rows)
+    }
+
+    async fn status(&self) -> Result<pb::GetStatusResponse, Status> {
+        let out = self
+            .api
+            .clone()
+            .get_status(pb::GetStatusRequest {})
+            .await
+            .map(|r| r.into_inner());
+        self.note("GetStatus", &out);
+        out
+    }
+}
+
+fn sha256(s: &str) -> String {
+    sha2::Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn dec(s: &str) -> Option<i128> {
+    (!s.is_empty()).then(|| s.parse::<Decimal>().unwrap().raw())
+}
+
+fn text(v: i128) -> String {
+    Decimal::from_raw(v).to_string()
+}
+
+fn ts(us: i64) -> lakehouse_proto::prost_types::Timestamp {
+    lakehouse_proto::prost_types::Timestamp {
+        seconds: us.div_euclid(1_000_000),
+        nanos: (us.rem_euclid(1_000_000) * 1000) as i32,
+    }
+}
+
+fn micros(t: &lakehouse_proto::prost_types::Timestamp) -> i64 {
+    t.seconds * 1_000_000 + i64::from(t.nanos) / 1000
+}
+
+/// The next offset per topic (one partition each) of a freshness message.
+fn speed_next(f: &pb::Freshness) -> BTreeMap<String, i64> {
+    f.speed_offsets
+        .iter()
+        .map(|o| (o.topic.clone(), o.offset))
+        .collect()
+}
+
+/// The simulator's ground truth with every message's Kafka offset (one partition per topic:
+/// the send order), plus the events this test produced itself.
+struct Truth {
+    rows: Vec<Row>,
+    offset: HashMap<u64, i64>,
+}
+
+impl Truth {
+    fn read(path: &Path) -> Truth {
+        let rows = read_truth(path);
+        let mut by_topic: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+        for r in &rows {
+            by_topic.entry(&r.topic).or_default().push(r.message_seq);
+        }
+        let mut offset = HashMap::new();
+        for seqs in by_topic.values_mut() {
+            seqs.sort_unstable();
+            for (i, s) in seqs.iter().enumerate() {
+                offset.insert(*s, i as i64);
+            }
+        }
+        Truth { rows, offset }
+    }
+
+    /// The messages before `next` (per topic).
+    fn prefix(&self, next: &BTreeMap<String, i64>) -> Vec<Row> {
+        self.rows
+            .iter()
+            .filter(|r| self.offset[&r.message_seq] < next.get(&r.topic).copied().unwrap_or(0))
+            .cloned()
+            .collect()
+    }
+
+    /// Messages per topic.
+    fn per_topic(&self) -> BTreeMap<String, i64> {
+        let mut out = BTreeMap::new();
+        for r in &self.rows {
+            *out.entry(r.topic.clone()).or_default() += 1;
+        }
+        out
+    }
+}
+
+/// (account, symbol) -> (net, avg cost, realized, mark) over every effective fill, the mark
+/// being the symbol's latest print by (time, offset).
+type Book = BTreeMap<(String, String), (i128, i128, i128, Option<i128>)>;
+
+fn truth_book(rows: &[Row]) -> Book {
+    let mut book: BTreeMap<(String, String), Pos> = BTreeMap::new();
+    for f in effective_fills(rows) {
+        book.entry((f.account.clone(), f.symbol.clone()))
+            .or_default()
+            .apply(f.buy, f.price, f.quantity);
+    }
+    let mut last: BTreeMap<String, (i64, u64, i128)> = BTreeMap::new();
+    for r in events(rows, "market-trade") {
+        let k = (r.ts.unwrap(), r.message_seq, r.price.unwrap());
+        let e = last.entry(r.symbol.clone().unwrap()).or_insert(k);
+        if (k.0, k.1) > (e.0, e.1) {
+            *e = k;
+        }
+    }
+    book.into_iter()
+        .map(|((a, s), p)| {
+            let mark = last.get(&s).map(|l| l.2);
+            ((a, s), (p.net, p.avg, p.realized, mark))
+        })
+        .collect()
+}
+
+fn served_book(r: &pb::GetPositionsResponse) -> Book {
+    let mut out = Book::new();
+    for p in &r.positions {
+        let (net, avg, realized) = (
+            dec(&p.net_quantity).unwrap(),
+            dec(&p.avg_cost).unwrap(),
+            dec(&p.realized_pnl).unwrap(),
+        );
+        let mark = dec(&p.mark_price);
+        // the derived values follow from the others
+        assert_eq!(dec(&p.market_value), mark.map(|m| round(net * m)), "{p:?}");
+        assert_eq!(
+            dec(&p.unrealized_pnl),
+            mark.map(|m| round((m - avg) * net)),
+            "{p:?}"
+        );
+        let dup = out.insert(
+            (p.account.clone(), p.symbol.clone()),
+            (net, avg, realized, mark),
+        );
+        assert!(dup.is_none(), "{p:?} twice");
+    }
+    out
+}
+
+fn served_bars(r: &pb::GetBarsResponse, key: impl Fn(&pb::Bar) -> String) -> BTreeMap<String, Bar> {
+    r.bars
+        .iter()
+        .map(|b| {
+            (
+                key(b),
+                Bar {
+                    open: dec(&b.open).unwrap(),
+                    high: dec(&b.high).unwrap(),
+                    low: dec(&b.low).unwrap(),
+                    close: dec(&b.close).unwrap(),
+                    vwap: dec(&b.vwap).unwrap(),
+                    volume: dec(&b.volume).unwrap(),
+                    count: b.trade_count as i64,
+                },
+            )
+        })
+        .collect()
+}
+
+/// The symbols of the prints in `rows`, busiest first.
+fn busiest(rows: &[Row]) -> Vec<String> {
+    let mut n: BTreeMap<String, usize> = BTreeMap::new();
+    for r in events(rows, "market-trade") {
+        *n.entry(r.symbol.clone().unwrap()).or_default() += 1;
+    }
+    let mut v: Vec<_> = n.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    v.into_iter().map(|(s, _)| s).collect()
+}
+
+fn day_start(d: BusinessDate) -> i64 {
+    d.0.and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc()
+        .timestamp_micros()
+}
+
+/// One query family compared with the truth over exactly the events of `next`.
+struct Check<'a> {
+    truth: &'a Truth,
+    from: i64,
+    to: i64,
+}
+
+impl Check<'_> {
+    fn positions(&self, r: &pb::GetPositionsResponse, what: &str) {
+        let rows = self
+            .truth
+            .prefix(&speed_next(r.freshness.as_ref().unwrap()));
+        let want = truth_book(&rows);
+        let got = served_book(r);
+        if got != want {
+            let diff: Vec<_> = want
+                .iter()
+                .filter(|(k, v)| got.get(*k) != Some(v))
+                .map(|(k, v)| format!("{k:?}: want {v:?} got {:?}", got.get(k)))
+                .chain(
+                    got.keys()
+                        .filter(|k| !want.contains_key(*k))
+                        .map(|k| format!("{k:?}: not in the truth")),
+                )
+                .take(10)
+                .collect();
+            panic!(
+                "{what}: positions differ from the truth at {:?} ({} of {} keys differ):\n{}",
+                r.freshness,
+                diff.len(),
+                want.len(),
+                diff.join("\n")
+            );
+        }
+    }
+
+    fn daily(&self, symbol: &str, r: &pb::GetBarsResponse, what: &str) {
+        let rows = self
+            .truth
+            .prefix(&speed_next(r.freshness.as_ref().unwrap()));
+        let want: BTreeMap<String, Bar> = bars_by(&rows, date_of)
+            .into_iter()
+            .filter(|((_, s), _)| s == symbol)
+            .map(|((d, _), b)| (d.to_string(), b))
+            .collect();
+        let got = served_bars(r, |b| b.business_date.clone());
+        assert_eq!(
+            got, want,
+            "{what}: daily bars of {symbol} at {:?}",
+            r.freshness
+        );
+    }
+
+    fn minutes(&self, symbol: &str, r: &pb::GetBarsResponse, what: &str) {
+        let rows = self
+            .truth
+            .prefix(&speed_next(r.freshness.as_ref().unwrap()));
+        let want: BTreeMap<String, Bar> = bars_by(&rows, |t| t - t.rem_euclid(60_000_000))
+            .into_iter()
+            .filter(|((m, s), _)| s == symbol && (self.from..self.to).contains(m))
+            .map(|((m, _), b)| (EventTime::from_micros(m).to_string(), b))
+            .collect();
+        let got = served_bars(r, |b| {
+            EventTime::from_micros(micros(b.start.as_ref().unwrap())).to_string()
+        });
+        assert!(want.len() > 10, "{symbol}: {} minutes", want.len());
+        assert_eq!(got, want, "{what}: 1m bars of {symbol}");
+    }
+}
+
+fn bars_req(symbol: &str, interval: pb::Interval, from: i64, to: i64) -> pb::GetBarsRequest {
+    pb::GetBarsRequest {
+        symbol: symbol.to_string(),
+        interval: interval as i32,
+        from: Some(ts(from)),
+        to: Some(ts(to)),
+    }
+}
+
+fn all_positions() -> pb::GetPositionsRequest {
+    pb::GetPositionsRequest {
+        include_flat: true,
+        ..Default::default()
+    }
+}
+
+/// Events of dates up to `date` the speed view holds beyond the boundary of `f`: the late
+/// events waiting for a restatement.
+fn pending(truth: &Truth, f: &pb::Freshness, date: BusinessDate) -> u64 {
+    let boundary: BTreeMap<&str, i64> = f
+        .boundary_offsets
+        .iter()
+        .map(|o| (o.topic.as_str(), o.offset))
+        .collect();
+    truth
+        .rows
+        .iter()
+        .filter(|r| !r.duplicate && !r.malformed)
+        .filter(|r| date_of(r.ts.unwrap()) <= date)
+        .filter(|r| {
+            truth.offset[&r.message_seq] > boundary.get(r.topic.as_str()).copied().unwrap_or(-1)
+        })
+        .count() as u64
+}
+
+/// Waits until the server's answers cover `per_topic` messages.
+fn wait_served(rt: &tokio::runtime::Runtime, c: &Caller, per_topic: &BTreeMap<String, i64>) {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let s = rt.block_on(c.status()).unwrap();
+        let next = speed_next(s.freshness.as_ref().unwrap());
+        if per_topic
+            .iter()
+            .all(|(t, n)| next.get(t).copied().unwrap_or(0) >= *n)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "serving did not catch up with {per_topic:?}: {next:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Waits until the served batch run is for `date`.
+fn wait_batch(rt: &tokio::runtime::Runtime, c: &Caller, date: BusinessDate) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = rt.block_on(c.status()).unwrap();
+        if s.freshness.unwrap().batch_business_date == date.to_string() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "serving did not switch to {date}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A principal of the test: token, audit name, scope.
+struct Principal {
+    name: &'static str,
+    token: &'static str,
+    desks: Vec<String>,
+    accounts: Vec<String>,
+}
+
+impl Principal {
+    fn all(&self) -> bool {
+        self.desks.iter().any(|d| d == "*") || self.accounts.iter().any(|a| a == "*")
+    }
+
+    fn sees_account(&self, account: &str, desk_of: &BTreeMap<String, String>) -> bool {
+        self.all()
+            || self.accounts.iter().any(|a| a == account)
+            || desk_of.get(account).is_some_and(|d| self.desks.contains(d))
+    }
+
+    fn sees_desk(&self, desk: &str) -> bool {
+        self.all() || self.desks.iter().any(|d| d == desk)
+    }
+
+    fn toml(&self) -> String {
+        format!(
+            "[[serving.principals]]\nname = \"{}\"\ntoken-sha256 = \"{}\"\ndesks = {:?}\naccounts = {:?}\n",
+            self.name,
+            sha256(self.token),
+            self.desks,
+            self.accounts
+        )
+    }
+}
+
+/// (account, desk) of the reference data the simulator wrote.
+fn accounts(refdata: &Path) -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(refdata.join("accounts.csv")).unwrap();
+    text.lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[0].to_string(), f[1].to_string())
+        })
+        .collect()
+}
+
+/// symbol -> currency.
+fn currencies(refdata: &Path) -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(refdata.join("instruments.csv")).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |n: &str| header.iter().position(|h| *h == n).unwrap();
+    let (s, c) = (col("symbol"), col("currency"));
+    lines
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[s].to_string(), f[c].to_string())
+        })
+        .collect()
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
+        &v[self.below(v.len())]
+    }
+
+    fn some<T: Clone>(&mut self, v: &[T], max: usize) -> Vec<T> {
+        (0..self.below(max + 1))
+            .map(|_| self.pick(v).clone())
+            .collect()
+    }
+}
+
+/// Late events for `date`, produced after it was reported: three new executions, an amend and
+/// a cancel of executions the batch run holds, and two prints. Returns their truth rows.
+fn late_events(
+    rt: &tokio::runtime::Runtime,
+    brokers: &str,
+    truth: &Truth,
+    date: BusinessDate,
+    currency: &BTreeMap<String, String>,
+) -> Vec<(Row, i64)> {
+    let fills: Vec<_> = effective_fills(&truth.rows)
+        .into_iter()
+        .filter(|f| date_of(f.ts) == date)
+        .collect();
+    let corrected: BTreeSet<String> = truth
+        .rows
+        .iter()
+        .filter_map(|r| r.ref_exec_id.clone())
+        .collect();
+    let plain: Vec<_> = fills
+        .iter()
+        .filter(|f| !corrected.contains(&f.exec_id))
+        .collect();
+    assert!(plain.len() > 10, "{} plain fills on {date}", plain.len());
+    let mut seq = truth.rows.iter().map(|r| r.message_seq).max().unwrap() + 1;
+    let mut row = |topic: &str, kind: &str, ts_ms: i64| {
+        seq += 1;
+        Row {
+            message_seq: seq,
+            topic: topic.to_string(),
+            key: String::new(),
+            payload_hash: 0,
+            kind: kind.to_string(),
+            event_seq: None,
+            match_id: None,
+            duplicate: false,
+            malformed: false,
+            ts: Some(ts_ms * 1000),
+            id: None,
+            order_id: None,
+            ref_exec_id: None,
+            symbol: None,
+            account: None,
+            side: None,
+            action: None,
+            lifecycle: None,
+            price: None,
+            quantity: None,
+        }
+    };
+    let mut execs = Vec::new();
+    let exec = |r: &Row| {
+        serde_json::json!({
+            "exec_id": r.id, "order_id": r.order_id, "account": r.account, "trader": "T-LATE",
+            "symbol": r.symbol, "venue": "XLATE", "side": r.side,
+            "price": text(r.price.unwrap()), "quantity": text(r.quantity.unwrap()),
+            "currency": currency[r.symbol.as_ref().unwrap()], "ts": r.ts.unwrap() / 1000,
+            "lifecycle": r.lifecycle, "ref_exec_id": r.ref_exec_id,
+        })
+    };
+    for (i, f) in plain.iter().take(3).enumerate() {
+        let mut r = row("executions", "execution", f.ts / 1000 + 1);
+        r.id = Some(format!("LATE-E{i}"));
+        r.order_id = Some(format!("LATE-O{i}"));
+        r.account = Some(f.account.clone());
+        r.symbol = Some(f.symbol.clone());
+        // the opposite side of an existing fill: realized P&L moves too
+        r.side = Some(if f.buy { "SELL" } else { "BUY" }.to_string());
+        r.lifecycle = Some("NEW".into());
+        r.price = Some(f.price + 1_000_000);
+        r.quantity = Some(f.quantity);
+        execs.push(r);
+    }
+    for (i, (f, lifecycle)) in plain[5..7].iter().zip(["AMEND", "CANCEL"]).enumerate() {
+        let mut r = row("executions", "execution", f.ts / 1000 + 1);
+        r.id = Some(format!("LATE-C{i}"));
+        r.order_id = Some(format!("LATE-CO{i}"));
+        r.ref_exec_id = Some(f.exec_id.clone());
+        r.account = Some(f.account.clone());
+        r.symbol = Some(f.symbol.clone());
+        r.side = Some(if f.buy { "BUY" } else { "SELL" }.to_string());
+        r.lifecycle = Some(lifecycle.into());
+        r.price = Some(f.price);
+        r.quantity = Some(f.quantity * 2);
+        execs.push(r);
+    }
+    let prints: Vec<_> = events(&truth.rows, "market-trade")
+        .into_iter()
+        .filter(|r| date_of(r.ts.unwrap()) == date)
+        .collect();
+    let mut trades = Vec::new();
+    for (i, p) in prints[prints.len() / 2..].iter().take(2).enumerate() {
+        let mut r = row("market-trades", "market-trade", p.ts.unwrap() / 1000 + 1);
+        r.id = Some(format!("LATE-T{i}"));
+        r.symbol = p.symbol.clone();
+        // a new high of the day for the first
+        r.price = Some(p.price.unwrap() * 2 - i as i128);
+        r.quantity = p.quantity;
+        trades.push(r);
+    }
+    let mut out = Vec::new();
+    for (topic, rows, json) in [
+        (
+            "executions",
+            execs,
+            &exec as &dyn Fn(&Row) -> serde_json::Value,
+        ),
+        ("market-trades", trades, &|r: &Row| {
+            serde_json::json!({
+                "trade_id": r.id, "symbol": r.symbol, "venue": "XLATE",
+                "price": text(r.price.unwrap()), "volume": text(r.quantity.unwrap()),
+                "ts": r.ts.unwrap() / 1000,
+            })
+        }),
+    ] {
+        let messages: Vec<(Vec<u8>, Vec<u8>)> = rows
+            .iter()
+            .map(|r| (b"late".to_vec(), json(r).to_string().into_bytes()))
+            .collect();
+        let offsets = rt
+            .block_on(lakehouse_tests::kafka::produce(brokers, topic, &messages))
+            .unwrap();
+        assert_eq!(offsets.len(), 1, "{offsets:?}");
+        let mut offsets = offsets[&0].clone();
+        offsets.sort_unstable();
+        for (r, o) in rows.into_iter().zip(offsets) {
+            out.push((r, o));
+        }
+    }
+    out
+}
+
+#[test]
+fn merged_answers_equal_the_truth_across_batch_switches_and_late_events_with_entitlements_and_audit()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_broker, brokers) = broker(d);
+    let lake = d.join("lake");
+    let base = "[log]\nlevel = \"info\"\n\n[ingest]\ngroup-id = \"it-serve\"\nsession-timeout = \"6s\"\n\
+         max-latency = \"300ms\"\nflush-messages = 3000\n\n\
+         [speed]\ncheckpoint-interval = \"500ms\"\n\n\
+         [simulate]\npartitions = 1\nsession = \"1h\"\ntime-scale = 500.0\nexec-amend = 0.03\n\
+         exec-cancel = 0.02\nlarge-orders = 0.03\nduplicate = 0.01\n\n\
+         [batch.large-trade-thresholds]\n\"*\" = \"50000\"\n\n\
+         [serving]\nledger-poll = \"200ms\"\naudit-flush = \"300ms\"\n\n";
+    std::fs::write(d.join("lakehouse.toml"), base).unwrap();
+    // a live, paced stream of two to three business days; the topics and the reference data
+    // exist once it started
+    let sim_log = d.join("sim.log");
+    let mut sim = lakehouse(d)
+        .args(["simulate", "--brokers", &brokers, "--seed", "33"])
+        .args(["--events", "24000", "--rate", "2500", "--truth"])
+        .arg(d.join("truth.parquet"))
+        .arg("--refdata")
+        .arg(d.join("ref"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&sim_log).unwrap())
+        .spawn()
+        .unwrap();
+    until(
+        Duration::from_secs(60),
+        || std::fs::read_to_string(&sim_log).unwrap_or_default(),
+        || d.join("ref/fx_rates.csv").is_file(),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let desk_of = accounts(&d.join("ref"));
+    let currency = currencies(&d.join("ref"));
+    let all_accounts: Vec<String> = desk_of.keys().cloned().collect();
+    let all_desks: Vec<String> = desk_of
+        .values()
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert!(all_desks.len() >= 3, "{all_desks:?}");
+    let in_desk = |desk: &str| -> Vec<String> {
+        desk_of
+            .iter()
+            .filter(|(_, d)| *d == desk)
+            .map(|(a, _)| a.clone())
+            .collect()
+    };
+    let principals = [
+        Principal {
+            name: "admin",
+            token: "tok-admin",
+            desks: vec!["*".into()],
+            accounts: vec![],
+        },
+        Principal {
+            name: "desk-0",
+            token: "tok-desk-0",
+            desks: vec![all_desks[0].clone()],
+            accounts: vec![],
+        },
+        Principal {
+            name: "two-accounts",
+            token: "tok-accounts",
+            desks: vec![],
+            accounts: vec![
+                in_desk(&all_desks[1])[0].clone(),
+                in_desk(&all_desks[2])[0].clone(),
+            ],
+        },
+        Principal {
+            name: "desk-1-plus",
+            token: "tok-mixed",
+            desks: vec![all_desks[1].clone()],
+            accounts: vec![in_desk(&all_desks[0])[0].clone()],
+        },
+    ];
+    let mut config = base.to_string();
+    for p in &principals {
+        config.push_str(&p.toml());
+    }
+    std::fs::write(d.join("lakehouse.toml"), config).unwrap();
+    load_refdata(d, &lake);
+
+    let mut ingest = Ingest::spawn(d, "ingest", &brokers, None);
+    let speed = Speed::spawn(d, "lake", &brokers, 0);
+    let mut serve = Serve::spawn(d, &brokers);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let channel = rt.block_on(async {
+        Channel::from_shared(format!("http://{}", serve.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    });
+    let tally: Tally = Arc::default();
+    let admin = Caller::new(&channel, Some("tok-admin"), "admin", &tally);
+
+    // the first business date: once the served watermark is a day past it, run it (the stream
+    // goes on) while answers are sampled
+    let mut first: Option<BusinessDate> = None;
+    until(
+        Duration::from_secs(120),
+        || {
+            format!(
+                "the stream did not pass its first day:\n{}",
+                serve.log_text()
+            )
+        },
+        || {
+            let s = rt.block_on(admin.status()).unwrap();
+            let Some(w) = s.freshness.unwrap().speed_watermark else {
+                return false;
+            };
+            let day = date_of(micros(&w));
+            let f = *first.get_or_insert(day);
+            day > f
+        },
+    );
+    let d1 = first.unwrap();
+    let stop_sampling = Arc::new(AtomicBool::new(false));
+    let sampled_symbol = currency.keys().next().unwrap().clone();
+    let sampler = {
+        let (admin, stop, symbol) = (admin.clone(), stop_sampling.clone(), sampled_symbol.clone());
+        let (from, to) = (day_start(d1), day_start(d1) + 10 * 86_400_000_000);
+        rt.spawn(async move {
+            let mut out = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let p = admin.positions(all_positions()).await.unwrap();
+                let b = admin
+                    .bars(bars_req(&symbol, pb::Interval::Interval1d, from, to))
+                    .await
+                    .unwrap();
+                out.push((p, b));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            out
+        })
+    };
+    let out = ok({
+        let mut c = lakehouse(d);
+        c.args(["batch", "run", "--lake"])
+            .arg(&lake)
+            .args(["--date", &d1.to_string()]);
+        c
+    });
+    assert!(out.contains(&format!("{d1}: published run")), "{out}");
+    wait_batch(&rt, &admin, d1);
+    std::thread::sleep(Duration::from_millis(500));
+    stop_sampling.store(true, Ordering::SeqCst);
+    let samples = rt.block_on(sampler).unwrap();
+
+    assert!(
+        sim.wait().unwrap().success(),
+        "{}",
+        std::fs::read_to_string(&sim_log).unwrap()
+    );
+    let mut truth = Truth::read(&d.join("truth.parquet"));
+    assert_eq!(
+        truth.per_topic(),
+        messages_per_topic(&d.join("truth.parquet"))
+    );
+    let dates: BTreeSet<BusinessDate> = truth
+        .rows
+        .iter()
+        .filter_map(|r| r.ts)
+        .map(date_of)
+        .collect();
+    assert!(dates.len() >= 2, "{dates:?}");
+    assert_eq!(dates.first(), Some(&d1));
+    let d2 = *dates.iter().nth(1).unwrap();
+    let last_ts = truth.rows.iter().filter_map(|r| r.ts).max().unwrap();
+    let (from, to) = (
+        day_start(d1),
+        day_start(*dates.last().unwrap()) + 86_400_000_000,
+    );
+    let symbols = busiest(&truth.rows);
+    let check = Check {
+        truth: &truth,
+        from,
+        to: last_ts + 60_000_000,
+    };
+
+    // every answer sampled across the switch equals the truth over exactly its offsets
+    let switched = samples
+        .iter()
+        .filter(|(p, _)| p.freshness.as_ref().unwrap().batch_business_date == d1.to_string())
+        .count();
+    assert!(
+        samples.len() >= 3 && switched >= 1 && switched < samples.len(),
+        "{} samples, {switched} after the switch",
+        samples.len()
+    );
+    for (i, (p, b)) in samples.iter().enumerate() {
+        check.positions(p, &format!("sample {i}"));
+        check.daily(&sampled_symbol, b, &format!("sample {i}"));
+    }
+
+    // quiet: everything consumed; answers equal the whole truth
+    let per_topic = truth.per_topic();
+    wait_served(&rt, &admin, &per_topic);
+    let compare = |check: &Check, what: &str| {
+        let p = rt.block_on(admin.positions(all_positions())).unwrap();
+        check.positions(&p, what);
+        assert!(p.positions.len() > 50, "{} positions", p.positions.len());
+        for s in &symbols {
+            let b = rt
+                .block_on(admin.bars(bars_req(s, pb::Interval::Interval1d, from, to)))
+                .unwrap();
+            check.daily(s, &b, what);
+        }
+        for s in symbols.iter().take(2) {
+            let b = rt
+                .block_on(admin.bars(bars_req(s, pb::Interval::Interval1m, check.from, check.to)))
+                .unwrap();
+            check.minutes(s, &b, what);
+        }
+        p.freshness.unwrap()
+    };
+    let f = compare(&check, "after the first run");
+    assert_eq!(f.batch_business_date, d1.to_string());
+    assert!(!f.boundary_offsets.is_empty());
+    wait_ingested(&rt, &lake, &mut ingest, &per_topic);
+
+    // late events for the reported date: counted at once, pending restatement
+    let late = late_events(&rt, &brokers, &truth, d1, &currency);
+    for (r, o) in late {
+        truth.offset.insert(r.message_seq, o);
+        truth.rows.push(r);
+    }
+    let per_topic = truth.per_topic();
+    wait_served(&rt, &admin, &per_topic);
+    let check = Check {
+        truth: &truth,
+        from,
+        to: last_ts + 60_000_000,
+    };
+    let f = compare(&check, "after late events");
+    assert_eq!(f.batch_business_date, d1.to_string());
+    assert_eq!(f.late_events_pending, pending(&truth, &f, d1), "{f:?}");
+    assert!(f.late_events_pending >= 7, "{f:?}");
+
+    // the next run covers them by its boundary, so it restates the first date with them
+    wait_ingested(&rt, &lake, &mut ingest, &per_topic);
+    let out = ok({
+        let mut c = lakehouse(d);
+        c.args(["batch", "run", "--lake"])
+            .arg(&lake)
+            .args(["--date", &d2.to_string()]);
+        c
+    });
+    assert!(
+        out.contains(&format!("{d1}: restated first")),
+        "the run of {d2} should restate {d1}:\n{out}"
+    );
+    wait_batch(&rt, &admin, d2);
+    let f = compare(&check, "after the second run restated the first date");
+    assert_eq!(f.late_events_pending, 0, "{f:?}");
+    let b = &f.boundary_offsets;
+    for (t, n) in &per_topic {
+        assert!(
+            b.iter().any(|o| &o.topic == t && o.offset == n - 1),
+            "the boundary covers every message of {t}: {b:?}"
+        );
+    }
+
+    // entitlements: 1000 random requests
+    let bad = Caller::new(&channel, Some("not-a-token"), "unauthenticated", &tally);
+    let none = Caller::new(&channel, None, "unauthenticated", &tally);
+    let callers: Vec<Caller> = principals
+        .iter()
+        .map(|p| Caller::new(&channel, Some(p.token), p.name, &tally))
+        .collect();
+    let everything = served_book(&rt.block_on(admin.positions(all_positions())).unwrap());
+    let mut rng = Rng(0x5eed_1234_abcd);
+    let (mut refused, mut rows_seen) = (0, 0);
+    for i in 0..1000 {
+        let k = rng.below(callers.len() + 1);
+        let unauth = k == callers.len();
+        let (caller, p) = if unauth {
+            (if rng.below(2) == 0 { &bad } else { &none }, &principals[0])
+        } else {
+            (&callers[k], &principals[k])
+        };
+        let mut accounts = rng.some(&all_accounts, 2);
+        let mut desks = rng.some(&all_desks, 2);
+        if rng.below(10) == 0 {
+            accounts.push("ACC-NOPE".to_string());
+        }
+        if rng.below(10) == 0 {
+            desks.push("DESK-NOPE".to_string());
+        }
+        let foreign_accounts = accounts.iter().any(|a| !p.sees_account(a, &desk_of));
+        let foreign_desks = desks.iter().any(|d| !p.sees_desk(d));
+        let expect_refused = |r: &Status, foreign: bool| {
+            if unauth {
+                assert_eq!(r.code(), tonic::Code::Unauthenticated, "request {i}: {r:?}");
+            } else {
+                assert!(foreign, "request {i} by {} refused: {r:?}", p.name);
+                assert_eq!(
+                    r.code(),
+                    tonic::Code::PermissionDenied,
+                    "request {i}: {r:?}"
+                );
+            }
+        };
+        match rng.below(5) {
+            0 => {
+                let symbols = rng.some(&symbols, 2);
+                let req = pb::GetPositionsRequest {
+                    accounts: accounts.clone(),
+                    desks: desks.clone(),
+                    symbols: symbols.clone(),
+                    include_flat: true,
+                };
+                match rt.block_on(caller.positions(req)) {
+                    Err(r) => {
+                        refused += 1;
+                        expect_refused(&r, foreign_accounts || foreign_desks);
+                    }
+                    Ok(r) => {
+                        assert!(
+                            !unauth && !foreign_accounts && !foreign_desks,
+                            "request {i}"
+                        );
+                        let got = served_book(&r);
+                        rows_seen += got.len();
+                        // exactly the unrestricted answer filtered to the scope and request
+                        let want: Book = everything
+                            .iter()
+                            .filter(|((a, s), _)| {
+                                p.sees_account(a, &desk_of)
+                                    && (accounts.is_empty() && desks.is_empty()
+                                        || accounts.contains(a)
+                                        || desk_of.get(a).is_some_and(|d| desks.contains(d)))
+                                    && (symbols.is_empty() || symbols.contains(s))
+                            })
+                            .map(|(k, v)| (k.clone(), *v))
+                            .collect();
+                        assert_eq!(got, want, "request {i} by {}", p.name);
+                    }
+                }
+            }
+            1 => match rt.block_on(caller.exposure(pb::GetExposureRequest {
+                desks: desks.clone(),
+                ..Default::default()
+            })) {
+                Err(r) => {
+                    refused += 1;
+                    expect_refused(&r, foreign_desks);
+                }
+                Ok(r) => {
+                    assert!(!unauth && !foreign_desks, "request {i}");
+                    rows_seen += r.exposures.len();
+                    for e in &r.exposures {
+                        // a desk shows only when the caller sees one of its accounts
+                        assert!(
+                            desk_of
+                                .iter()
+                                .any(|(a, d)| d == &e.desk && p.sees_account(a, &desk_of)),
+                            "request {i} by {}: {e:?}",
+                            p.name
+                        );
+                        assert!(desks.is_empty() || desks.contains(&e.desk));
+                    }
+                }
+            },
+            2 => match rt.block_on(caller.large_trades(pb::ListLargeTradesRequest {
+                from_date: d1.to_string(),
+                to_date: dates.last().unwrap().to_string(),
+                threshold: String::new(),
+                accounts: accounts.clone(),
+            })) {
+                Err(r) => {
+                    refused += 1;
+                    expect_refused(&r, foreign_accounts);
+                }
+                Ok(r) => {
+                    assert!(!unauth && !foreign_accounts, "request {i}");
+                    rows_seen += r.trades.len();
+                    for t in &r.trades {
+                        assert!(p.sees_account(&t.account, &desk_of), "request {i}: {t:?}");
+                        assert!(accounts.is_empty() || accounts.contains(&t.account));
+                    }
+                }
+            },
+            3 => match rt.block_on(caller.report(d1)) {
+                Err(r) => {
+                    refused += 1;
+                    expect_refused(&r, false);
+                }
+                Ok(rows) => {
+                    assert!(!unauth, "request {i}");
+                    rows_seen += rows.len();
+                    for t in &rows {
+                        assert!(p.sees_account(&t.account, &desk_of), "request {i}: {t:?}");
+                    }
+                }
+            },
+            _ => {
+                let s = rng.pick(&symbols).clone();
+                match rt.block_on(caller.bars(bars_req(&s, pb::Interval::Interval1d, from, to))) {
+                    Err(r) => {
+                        refused += 1;
+                        expect_refused(&r, false);
+                    }
+                    Ok(r) => {
+                        assert!(!unauth, "request {i}");
+                        check.daily(&s, &r, &format!("request {i}"));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        refused > 100 && rows_seen > 1000,
+        "{refused} refused, {rows_seen} rows"
+    );
+    // the report of a scoped caller is the unrestricted one filtered
+    let full = rt.block_on(admin.report(d1)).unwrap();
+    let scoped = rt.block_on(callers[2].report(d1)).unwrap();
+    let want: Vec<_> = full
+        .iter()
+        .filter(|r| principals[2].sees_account(&r.account, &desk_of))
+        .cloned()
+        .collect();
+    assert!(!want.is_empty());
+    assert_eq!(scoped, want);
+    // errors carry their codes
+    let e = rt
+        .block_on(admin.bars(bars_req(&symbols[0], pb::Interval::Unspecified, from, to)))
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    let e = rt
+        .block_on(admin.bars(bars_req("NOPE", pb::Interval::Interval1d, from, to)))
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    let after = BusinessDate(dates.last().unwrap().0.succ_opt().unwrap());
+    let e = rt.block_on(admin.report(after)).unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+
+    // the Python example client: same positions and bars
+    let client = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/python/lakehouse_client.py"
+    );
+    let python = |args: &[&str]| -> serde_json::Value {
+        let out = Command::new(lakehouse_tests::python_bin().unwrap())
+            .arg(client)
+            .args(["--server", &serve.addr])
+            .args(args)
+            .env("LAKEHOUSE_TOKEN", "tok-admin")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "python client failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        *tally
+            .lock()
+            .unwrap()
+            .entry((
+                "admin".into(),
+                if args[0] == "positions" {
+                    "GetPositions"
+                } else {
+                    "GetBars"
+                }
+                .into(),
+                "Ok".into(),
+            ))
+            .or_default() += 1;
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let v = python(&["positions", "--include-flat"]);
+    let mut py = Book::new();
+    for p in v["positions"].as_array().unwrap() {
+        let s = |k: &str| p[k].as_str().unwrap_or_default().to_string();
+        py.insert(
+            (s("account"), s("symbol")),
+            (
+                dec(&s("net_quantity")).unwrap(),
+                dec(&s("avg_cost")).unwrap(),
+                dec(&s("realized_pnl")).unwrap(),
+                dec(&s("mark_price")),
+            ),
+        );
+    }
+    assert_eq!(py, everything, "the Python client's positions");
+    let iso = |us: i64| EventTime::from_micros(us).to_string();
+    let v = python(&[
+        "bars",
+        &symbols[0],
+        "--interval",
+        "1d",
+        "--from",
+        &iso(from),
+        "--to",
+        &iso(to),
+    ]);
+    let closes: BTreeMap<String, String> = v["bars"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["business_date"].as_str().unwrap().to_string(),
+                b["close"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let want: BTreeMap<String, String> = bars_by(&truth.rows, date_of)
+        .into_iter()
+        .filter(|((_, s), _)| s == &symbols[0])
+        .map(|((d, _), b)| (d.to_string(), text(b.close)))
+        .collect();
+    assert_eq!(closes, want, "the Python client's daily closes");
+
+    // audit: one row per request, refused ones included, once the server stopped
+    serve.stop();
+    drop(speed);
+    ingest.stop();
+    let mut audited: BTreeMap<(String, String, String), i64> = BTreeMap::new();
+    rt.block_on(async {
+        let l = open(&lake).await;
+        let t = l.table(names::QUERY_AUDIT).await.unwrap();
+        for b in t.read_all().await.unwrap() {
+            let col = |n: &str| cast(b.column_by_name(n).unwrap(), &DataType::Utf8).unwrap();
+            let (who, method, status) = (col("principal"), col("method"), col("status"));
+            let latency = cast(b.column_by_name("latency_us").unwrap(), &DataType::Int64).unwrap();
+            for i in 0..b.num_rows() {
+                assert!(latency.as_primitive::<Int64Type>().value(i) >= 0);
+                *audited
+                    .entry((
+                        who.as_string::<i32>().value(i).to_string(),
+                        method.as_string::<i32>().value(i).to_string(),
+                        status.as_string::<i32>().value(i).to_string(),
+                    ))
+                    .or_default() += 1;
+            }
+        }
+    });
+    let made = tally.lock().unwrap().clone();
+    assert_eq!(audited, made, "audit rows per (principal, method, status)");
+    assert!(made.values().sum::<i64>() > 1000);
+}

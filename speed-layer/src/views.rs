@@ -279,6 +279,8 @@ pub struct Views {
     consumed: BTreeMap<String, BTreeMap<i32, i64>>,
     /// The live windows' event-time watermark, µs (`i64::MIN` until known).
     watermark: i64,
+    /// Counts the changes of what the views hold (an event added, a new boundary).
+    generation: u64,
 }
 
 /// The identity of a delivery for duplicate removal, as 128 bits: the fields of
@@ -336,7 +338,14 @@ impl Views {
             excluded: Vec::new(),
             consumed: BTreeMap::new(),
             watermark: i64::MIN,
+            generation: 0,
         }
+    }
+
+    /// Changes with every event added and every new boundary: answers computed at one
+    /// generation stay exact until it moves.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Records that every message of a partition up to `offset` was read (the views then hold
@@ -421,8 +430,13 @@ impl Views {
 
     /// The second half of [`Views::apply`], for an event [`Views::admit`] found added.
     pub fn insert(&mut self, e: Input) {
+        // a boundary published since `admit` may cover it now: the batch view has it
+        if self.boundary.covers(&e) {
+            return;
+        }
         self.agg.apply(&e);
         self.log.push(e);
+        self.generation += 1;
     }
 
     /// A new batch run was published: drop what `boundary` covers and rebuild. A boundary
@@ -445,6 +459,7 @@ impl Views {
             self.seen = self.seen.split_off(&d);
         }
         self.boundary = boundary;
+        self.generation += 1;
         Ok(())
     }
 

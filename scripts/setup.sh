@@ -5,8 +5,10 @@
 #   tools/bin/tansu  the Kafka-compatible broker (crates.io), with its in-memory engine
 #                    (feature dynostore, for fast tests) and its SQLite engine (feature libsql,
 #                    durable, for restart tests). Built once from source (~17 min on 2 cores).
-#   venv/            a Python venv with moto's S3 server and the outside readers (deltalake,
-#                    pyarrow, polars) from scripts/requirements.txt.
+#   venv/            a Python venv with moto's S3 server, the outside readers (deltalake,
+#                    pyarrow, polars) and grpcio for the example client, from
+#                    scripts/requirements.txt.
+# and the openssl command (Debian package) when it is missing.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -19,6 +21,16 @@ log() { printf '[setup %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 
 command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "python3 is required" >&2; exit 1; }
+# the TLS test makes its certificates with the openssl command
+if ! command -v openssl >/dev/null; then
+    log "installing openssl (the TLS test's certificates)"
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+        apt-get update -qq && apt-get install -y -qq openssl >/dev/null
+    else
+        echo "openssl is required (apt-get install openssl)" >&2
+        exit 1
+    fi
+fi
 
 # --- tansu broker ---------------------------------------------------------------------------
 tansu="$CACHE/tools/bin/tansu"

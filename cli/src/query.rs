@@ -9,7 +9,7 @@ use tonic::metadata::MetadataValue;
 /// Where and how to query.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct QueryArgs {
-    /// Server URL (https:// for TLS).
+    /// Server URL (https:// for TLS, with --ca-cert).
     #[arg(
         long,
         value_name = "URL",
@@ -17,6 +17,12 @@ pub(crate) struct QueryArgs {
         global = true
     )]
     server: String,
+    /// With https://: the CA certificate (PEM) that signed the server's certificate.
+    #[arg(long, value_name = "FILE", global = true)]
+    ca_cert: Option<std::path::PathBuf>,
+    /// With https:// and mTLS: the client certificate and key (PEM), instead of a token.
+    #[arg(long, value_names = ["CERT", "KEY"], num_args = 2, global = true)]
+    client_cert: Vec<std::path::PathBuf>,
     /// Bearer token (or LAKEHOUSE_TOKEN).
     #[arg(long, value_name = "T", env = "LAKEHOUSE_TOKEN", global = true)]
     token: Option<String>,
@@ -183,10 +189,33 @@ fn status(e: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{:?}: {}", e.code(), e.message())
 }
 
-pub(crate) async fn run(args: QueryArgs) -> Result<String> {
-    let mut client = LakehouseClient::connect(args.server.clone())
+async fn channel(args: &QueryArgs) -> Result<tonic::transport::Channel> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    let mut endpoint = Endpoint::from_shared(args.server.clone())
+        .with_context(|| format!("bad --server URL {:?}", args.server))?;
+    if args.server.starts_with("https://") {
+        let ca = args.ca_cert.as_ref().context(
+            "an https:// server needs --ca-cert FILE (the CA that signed its certificate)",
+        )?;
+        let read =
+            |p: &std::path::Path| std::fs::read(p).with_context(|| format!("{}", p.display()));
+        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
+        if let [cert, key] = args.client_cert.as_slice() {
+            tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        lakehouse_serving::install_tls_provider();
+        endpoint = endpoint.tls_config(tls)?;
+    } else if args.ca_cert.is_some() || !args.client_cert.is_empty() {
+        anyhow::bail!("--ca-cert and --client-cert need an https:// --server");
+    }
+    endpoint
+        .connect()
         .await
-        .with_context(|| format!("cannot connect to {}", args.server))?;
+        .with_context(|| format!("cannot connect to {}", args.server))
+}
+
+pub(crate) async fn run(args: QueryArgs) -> Result<String> {
+    let mut client = LakehouseClient::new(channel(&args).await?);
     let tok = &args.token;
     match args.what {
         What::Positions {

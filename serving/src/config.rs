@@ -20,6 +20,11 @@ pub struct ServingConfig {
     /// How often audit rows are appended to `system/query_audit`.
     #[serde(with = "humantime_serde")]
     pub audit_flush: Duration,
+    /// How old the merged book of positions (behind GetPositions, GetExposure and
+    /// WatchPositions) may get while events arrive before it is merged again; `0s` merges on
+    /// every change. Each answer names the offsets it covers either way.
+    #[serde(with = "humantime_serde")]
+    pub positions_max_age: Duration,
     /// TLS (rustls); plaintext without it.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
@@ -37,6 +42,7 @@ impl Default for ServingConfig {
             max_message_bytes: 4 << 20,
             ledger_poll: Duration::from_secs(2),
             audit_flush: Duration::from_secs(1),
+            positions_max_age: Duration::from_millis(100),
             tls: None,
             principals: Vec::new(),
         }
@@ -86,6 +92,9 @@ impl ServingConfig {
             .map_err(|e| format!("serving.listen {:?}: {e}", self.listen))?;
         if self.max_concurrent_requests == 0 {
             return Err("serving.max-concurrent-requests must be at least 1".into());
+        }
+        if self.positions_max_age > Duration::from_secs(60) {
+            return Err("serving.positions-max-age is at most 60s".into());
         }
         if self.max_message_bytes < 1024 {
             return Err("serving.max-message-bytes must be at least 1024".into());

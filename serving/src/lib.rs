@@ -27,3 +27,10 @@ pub fn timestamp(us: i64) -> prost_types::Timestamp {
         nanos: (us.rem_euclid(1_000_000) * 1000) as i32,
     }
 }
+
+/// Makes rustls' ring provider the process default (once; later calls do nothing). The
+/// dependency tree enables both of rustls' providers, so it cannot choose by itself: a TLS
+/// server or client must call this first.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

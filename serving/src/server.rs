@@ -71,6 +71,7 @@ pub async fn serve(
         audit,
         cfg.max_concurrent_requests,
         large_trade_thresholds,
+        cfg.positions_max_age,
     );
     let api = LakehouseServer::new(service)
         .max_decoding_message_size(cfg.max_message_bytes)
@@ -84,6 +85,7 @@ pub async fn serve(
 
     let mut builder = Server::builder();
     if let Some(tls) = &cfg.tls {
+        crate::install_tls_provider();
         let read = |p: &std::path::Path| {
             std::fs::read(p).map_err(|e| ServeError::Config(format!("{}: {e}", p.display())))
         };

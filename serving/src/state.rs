@@ -130,6 +130,11 @@ impl Served {
         }
     }
 
+    /// The speed view, read-locked (hold it briefly: the speed layer waits to write).
+    pub fn views(&self) -> std::sync::RwLockReadGuard<'_, lakehouse_speed::views::Views> {
+        self.speed.views.read().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The current snapshot.
     pub fn snapshot(&self) -> Arc<BatchSnapshot> {
         self.batch.read().unwrap_or_else(|e| e.into_inner()).clone()

@@ -69,7 +69,7 @@ pub struct SpeedHandle {
     /// The exact views.
     pub views: Arc<RwLock<Views>>,
     /// Reference data (desks, asset classes), reloaded from the lake as it changes.
-    pub reference: Arc<RwLock<Reference>>,
+    pub reference: Arc<RwLock<Arc<Reference>>>,
     /// Fired panes, for subscriptions.
     pub panes: broadcast::Sender<Arc<FiredPane>>,
 }
@@ -79,7 +79,7 @@ impl SpeedHandle {
     pub fn new(calendar: BusinessCalendar) -> SpeedHandle {
         SpeedHandle {
             views: Arc::new(RwLock::new(Views::new(calendar))),
-            reference: Arc::new(RwLock::new(Reference::default())),
+            reference: Arc::new(RwLock::new(Arc::new(Reference::default()))),
             panes: broadcast::channel(4096).0,
         }
     }
@@ -415,7 +415,7 @@ pub async fn run(
         table(&lake, names::SPEED_CHECKPOINTS),
         async { Reference::load(&lake).await.map_err(SpeedError::from) },
     )?;
-    *handle.reference.write().unwrap_or_else(|e| e.into_inner()) = reference;
+    *handle.reference.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(reference);
     let mut tables = Tables {
         late,
         panes,
@@ -605,7 +605,7 @@ pub async fn run(
                 periods += 1;
                 if !stop && periods.is_multiple_of(10) {
                     let fresh = rt.block_on(Reference::load(&lake))?;
-                    *reference.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+                    *reference.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
                 }
             }
             if stop {

@@ -413,12 +413,45 @@ impl Check<'_> {
                 )
                 .take(10)
                 .collect();
+            // the executions of the first differing key, for the diagnosis
+            let key = want
+                .iter()
+                .find(|(k, v)| got.get(*k) != Some(v))
+                .map(|(k, _)| k.clone())
+                .or_else(|| got.keys().find(|k| !want.contains_key(*k)).cloned())
+                .unwrap();
+            let execs: Vec<String> = self
+                .truth
+                .rows
+                .iter()
+                .filter(|x| x.kind == "execution")
+                .filter(|x| {
+                    x.account.as_deref() == Some(&key.0) && x.symbol.as_deref() == Some(&key.1)
+                })
+                .map(|x| {
+                    format!(
+                        "offset {} ts {:?} {:?} {:?} {:?} ref {:?} {:?}x{:?} dup {} bad {}",
+                        self.truth.offset[&x.message_seq],
+                        x.ts.map(|t| EventTime::from_micros(t).to_string()),
+                        x.id,
+                        x.lifecycle,
+                        x.side,
+                        x.ref_exec_id,
+                        x.price,
+                        x.quantity,
+                        x.duplicate,
+                        x.malformed
+                    )
+                })
+                .collect();
             panic!(
-                "{what}: positions differ from the truth at {:?} ({} of {} keys differ):\n{}",
+                "{what}: positions differ from the truth at {:?} ({} of {} keys differ):\n{}\n\
+                 executions of {key:?}:\n{}",
                 r.freshness,
                 diff.len(),
                 want.len(),
-                diff.join("\n")
+                diff.join("\n"),
+                execs.join("\n")
             );
         }
     }
@@ -482,7 +515,7 @@ fn pending(truth: &Truth, f: &pb::Freshness, date: BusinessDate) -> u64 {
         .map(|o| (o.topic.as_str(), o.offset))
         .collect();
     truth
-        .rows
+        .prefix(&speed_next(f))
         .iter()
         .filter(|r| !r.duplicate && !r.malformed)
         .filter(|r| date_of(r.ts.unwrap()) <= date)
@@ -526,6 +559,34 @@ fn wait_batch(rt: &tokio::runtime::Runtime, c: &Caller, date: BusinessDate) {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// `system/query_audit` counted per (principal, method, status).
+fn audit_rows(
+    rt: &tokio::runtime::Runtime,
+    lake: &Path,
+) -> BTreeMap<(String, String, String), i64> {
+    let mut audited = BTreeMap::new();
+    rt.block_on(async {
+        let l = open(lake).await;
+        let t = l.table(names::QUERY_AUDIT).await.unwrap();
+        for b in t.read_all().await.unwrap() {
+            let col = |n: &str| cast(b.column_by_name(n).unwrap(), &DataType::Utf8).unwrap();
+            let (who, method, status) = (col("principal"), col("method"), col("status"));
+            let latency = cast(b.column_by_name("latency_us").unwrap(), &DataType::Int64).unwrap();
+            for i in 0..b.num_rows() {
+                assert!(latency.as_primitive::<Int64Type>().value(i) >= 0);
+                *audited
+                    .entry((
+                        who.as_string::<i32>().value(i).to_string(),
+                        method.as_string::<i32>().value(i).to_string(),
+                        status.as_string::<i32>().value(i).to_string(),
+                    ))
+                    .or_default() += 1;
+            }
+        }
+    });
+    audited
 }
 
 /// A principal of the test: token, audit name, scope.
@@ -965,7 +1026,9 @@ fn merged_answers_equal_the_truth_across_batch_switches_and_late_events_with_ent
                 .unwrap();
             check.minutes(s, &b, what);
         }
-        p.freshness.unwrap()
+        // what the server holds now (positions may come from a book up to
+        // positions-max-age old, exact for the offsets it names)
+        rt.block_on(admin.status()).unwrap().freshness.unwrap()
     };
     let f = compare(&check, "after the first run");
     assert_eq!(f.batch_business_date, d1.to_string());
@@ -1271,27 +1334,240 @@ fn merged_answers_equal_the_truth_across_batch_switches_and_late_events_with_ent
     serve.stop();
     drop(speed);
     ingest.stop();
-    let mut audited: BTreeMap<(String, String, String), i64> = BTreeMap::new();
-    rt.block_on(async {
-        let l = open(&lake).await;
-        let t = l.table(names::QUERY_AUDIT).await.unwrap();
-        for b in t.read_all().await.unwrap() {
-            let col = |n: &str| cast(b.column_by_name(n).unwrap(), &DataType::Utf8).unwrap();
-            let (who, method, status) = (col("principal"), col("method"), col("status"));
-            let latency = cast(b.column_by_name("latency_us").unwrap(), &DataType::Int64).unwrap();
-            for i in 0..b.num_rows() {
-                assert!(latency.as_primitive::<Int64Type>().value(i) >= 0);
-                *audited
-                    .entry((
-                        who.as_string::<i32>().value(i).to_string(),
-                        method.as_string::<i32>().value(i).to_string(),
-                        status.as_string::<i32>().value(i).to_string(),
-                    ))
-                    .or_default() += 1;
-            }
-        }
-    });
+    let audited = audit_rows(&rt, &lake);
     let made = tally.lock().unwrap().clone();
     assert_eq!(audited, made, "audit rows per (principal, method, status)");
     assert!(made.values().sum::<i64>() > 1000);
+}
+
+/// Runs `openssl` with `args` in `dir`.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl (scripts/setup.sh installs it)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA (`NAME-ca.pem`) and a certificate it signed (`NAME.pem`, `NAME.key`) for `subject`.
+fn signed_pair(dir: &Path, ca: &str, name: &str, subject: &str) {
+    if !dir.join(format!("{ca}-ca.pem")).is_file() {
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN={ca} test CA"),
+                "-keyout",
+                &format!("{ca}-ca.key"),
+                "-out",
+                &format!("{ca}-ca.pem"),
+            ],
+        );
+    }
+    std::fs::write(
+        dir.join(format!("{name}.ext")),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            &format!("/CN={subject}"),
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}-ca.pem"),
+            "-CAkey",
+            &format!("{ca}-ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{name}.ext"),
+            "-out",
+            &format!("{name}.pem"),
+        ],
+    );
+}
+
+/// SHA-256 (hex) of the DER of a PEM certificate, as `cert-sha256` takes it.
+fn cert_sha256(dir: &Path, name: &str) -> String {
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-in",
+            &format!("{name}.pem"),
+            "-outform",
+            "der",
+            "-out",
+            &format!("{name}.der"),
+        ],
+    );
+    let der = std::fs::read(dir.join(format!("{name}.der"))).unwrap();
+    sha2::Sha256::digest(&der)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn tls_with_client_certificates_maps_certificates_to_principals() {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    signed_pair(d, "trusted", "server", "localhost");
+    signed_pair(d, "trusted", "robot", "desk robot");
+    signed_pair(d, "rogue", "intruder", "desk robot");
+    let robot = Principal {
+        name: "desk-robot",
+        token: "unused",
+        desks: vec!["DESK-A".into()],
+        accounts: vec![],
+    };
+    let admin = Principal {
+        name: "admin",
+        token: "tok-admin",
+        desks: vec!["*".into()],
+        accounts: vec![],
+    };
+    std::fs::write(
+        d.join("lakehouse.toml"),
+        format!(
+            "[serving]\naudit-flush = \"200ms\"\n\n[serving.tls]\ncert = \"{}\"\nkey = \"{}\"\nclient-ca = \"{}\"\n\n{}\
+             [[serving.principals]]\nname = \"desk-robot\"\ncert-sha256 = \"{}\"\ndesks = {:?}\n",
+            d.join("server.pem").display(),
+            d.join("server.key").display(),
+            d.join("trusted-ca.pem").display(),
+            admin.toml(),
+            cert_sha256(d, "robot"),
+            robot.desks,
+        ),
+    )
+    .unwrap();
+    // empty topics: the speed view stays empty, the API answers
+    let broker = lakehouse_tests::kafka().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for t in ["market-trades", "orders", "executions"] {
+        rt.block_on(lakehouse_tests::kafka::create_topic(&broker.addr(), t, 1))
+            .unwrap();
+    }
+    let mut serve = Serve::spawn(d, &broker.addr());
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let pem = |f: &str| std::fs::read(d.join(f)).unwrap();
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(pem("trusted-ca.pem")))
+        .domain_name("localhost");
+    let channel = |tls: Option<ClientTlsConfig>| {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        rt.block_on(async {
+            let mut e = Channel::from_shared(format!("{scheme}://{}", serve.addr)).unwrap();
+            if let Some(t) = tls {
+                e = e.tls_config(t).unwrap();
+            }
+            e.connect().await
+        })
+    };
+    let tally: Tally = Arc::default();
+    // the client certificate is the credential: its principal's scope applies
+    let with_cert = channel(Some(
+        tls.clone()
+            .identity(Identity::from_pem(pem("robot.pem"), pem("robot.key"))),
+    ))
+    .unwrap();
+    let c = Caller::new(&with_cert, None, "desk-robot", &tally);
+    rt.block_on(c.status()).unwrap();
+    let own = pb::GetPositionsRequest {
+        desks: vec!["DESK-A".into()],
+        ..Default::default()
+    };
+    rt.block_on(c.positions(own)).unwrap();
+    let e = rt
+        .block_on(c.positions(pb::GetPositionsRequest {
+            desks: vec!["DESK-B".into()],
+            ..Default::default()
+        }))
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("desk-robot"), "{e:?}");
+    // the CLI client over mTLS (one GetStatus)
+    let out = ok({
+        let mut c = lakehouse(d);
+        c.args([
+            "query",
+            "status",
+            "--server",
+            &format!("https://{}", serve.addr),
+        ])
+        .arg("--ca-cert")
+        .arg(d.join("trusted-ca.pem"))
+        .arg("--client-cert")
+        .arg(d.join("robot.pem"))
+        .arg(d.join("robot.key"));
+        c
+    });
+    assert!(out.contains("speed"), "{out}");
+    *tally
+        .lock()
+        .unwrap()
+        .entry(("desk-robot".into(), "GetStatus".into(), "Ok".into()))
+        .or_default() += 1;
+    // TLS without a certificate: a token, or nothing
+    let plain_tls = channel(Some(tls.clone())).unwrap();
+    let c = Caller::new(&plain_tls, Some("tok-admin"), "admin", &tally);
+    rt.block_on(c.status()).unwrap();
+    let c = Caller::new(&plain_tls, None, "unauthenticated", &tally);
+    let e = rt.block_on(c.status()).unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+    // a certificate another CA signed does not get through the handshake
+    let rogue = channel(Some(
+        tls.identity(Identity::from_pem(pem("intruder.pem"), pem("intruder.key"))),
+    ));
+    let refused = match rogue {
+        Err(_) => true,
+        Ok(ch) => rt
+            .block_on(LakehouseClient::new(ch).get_status(pb::GetStatusRequest {}))
+            .is_err(),
+    };
+    assert!(refused, "a certificate of an unknown CA was accepted");
+    // plaintext to a TLS server fails
+    let plain = match channel(None) {
+        Err(_) => true,
+        Ok(ch) => rt
+            .block_on(LakehouseClient::new(ch).get_status(pb::GetStatusRequest {}))
+            .is_err(),
+    };
+    assert!(plain, "plaintext was served");
+    serve.stop();
+    // every request that reached the service is audited under its principal
+    let audited = audit_rows(&rt, &d.join("lake"));
+    assert_eq!(audited, *tally.lock().unwrap());
 }

@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 
 use lakehouse_lake::Decimal;
 use lakehouse_proto::v1::lakehouse_server::LakehouseServer;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tracing::{info, warn};
 
@@ -113,7 +112,11 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(api)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
+        // without TCP_NODELAY a small answer waits for the peer's delayed ACK (~40 ms)
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            stop,
+        )
         .await
         .map_err(|e| ServeError::Transport(e.to_string()));
     poller.abort();

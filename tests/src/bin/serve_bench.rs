@@ -245,15 +245,34 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
-/// `CALLERS` tasks calling `call` for `LOAD_SECONDS`; prints requests/s and p50/p99 (ms).
-async fn load<F, Fut>(name: &str, channels: &[Channel], call: F) -> Result<()>
+/// CPU seconds (user + system) a process used so far, from `/proc/PID/stat`.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // the fields after the command name (which is in parentheses)
+    let rest = stat.rsplit(')').next().unwrap_or_default();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// `callers` tasks calling `call` for `LOAD_SECONDS`; prints requests/s, p50/p99 (ms) and the
+/// cores the server (`pid`) used meanwhile.
+async fn load<F, Fut>(
+    name: &str,
+    channels: &[Channel],
+    callers: usize,
+    pid: u32,
+    call: F,
+) -> Result<()>
 where
     F: Fn(LakehouseClient<Channel>, u64) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = Result<usize, tonic::Status>> + Send,
 {
     let deadline = Instant::now() + Duration::from_secs(LOAD_SECONDS);
     let mut tasks = Vec::new();
-    for i in 0..CALLERS {
+    let cpu = cpu_seconds(pid);
+    let started = Instant::now();
+    for i in 0..callers {
         let client = LakehouseClient::new(channels[i % channels.len()].clone());
         let call = call.clone();
         tasks.push(tokio::spawn(async move {
@@ -283,13 +302,14 @@ where
     }
     all.sort_unstable();
     println!(
-        "{name:<13} {:>9.0} req/s   p50 {:>6.2} ms   p99 {:>6.2} ms   ({} ok, {errors} failed, {:.1} rows/answer, {CALLERS} callers on {} connections, {LOAD_SECONDS} s)",
+        "{name:<13} {:>9.0} req/s   p50 {:>6.2} ms   p99 {:>6.2} ms   server {:.2} cores   ({} ok, {errors} failed, {:.1} rows/answer, {callers} callers on {} connections, {LOAD_SECONDS} s)",
         all.len() as f64 / LOAD_SECONDS as f64,
         percentile(&all, 0.50),
         percentile(&all, 0.99),
+        (cpu_seconds(pid) - cpu) / started.elapsed().as_secs_f64(),
         all.len(),
         rows as f64 / all.len().max(1) as f64,
-        channels.len(),
+        channels.len().min(callers),
     );
     Ok(())
 }
@@ -336,7 +356,7 @@ async fn queries(dir: &Path, events: u64) -> Result<()> {
         t.elapsed().as_secs_f64()
     );
     let addr = format!("127.0.0.1:{}", lakehouse_tests::free_port());
-    let _serve = spawn(dir, "serve", &["serve", "--listen", &addr])?;
+    let serve = spawn(dir, "serve", &["serve", "--listen", &addr])?;
     let first = connect(&addr).await?;
     let f = wait_served(&first, &expected).await?;
     // the batch view must be in place: its date, and the speed view holds the rest
@@ -379,7 +399,7 @@ async fn queries(dir: &Path, events: u64) -> Result<()> {
         .map(|l| l.split(',').next().unwrap_or_default().to_string())
         .collect();
     let accounts = std::sync::Arc::new(accounts);
-    load("GetPositions", &channels, move |mut c, n| {
+    let positions = move |mut c: LakehouseClient<Channel>, n: u64| {
         let accounts = accounts.clone();
         async move {
             let a = accounts[Rng(n.wrapping_mul(0x9e37_79b9) | 1).below(accounts.len())].clone();
@@ -391,13 +411,16 @@ async fn queries(dir: &Path, events: u64) -> Result<()> {
                 .await?;
             Ok(r.into_inner().positions.len())
         }
-    })
-    .await?;
+    };
+    let pid = serve.0.id();
+    // one caller alone first: the latency without load
+    load("GetPositions", &channels, 1, pid, positions.clone()).await?;
+    load("GetPositions", &channels, CALLERS, pid, positions).await?;
     // an hour of 1-minute bars in the trading session (from 14:30 UTC, the simulator's
     // default start), of the batch day or of the speed day
     let session = 1_767_623_400_000_000_i64; // 2026-01-05T14:30:00Z
     let symbols = std::sync::Arc::new(symbols);
-    load("GetBars 1m", &channels, move |mut c, n| {
+    load("GetBars 1m", &channels, CALLERS, pid, move |mut c, n| {
         let symbols = symbols.clone();
         async move {
             let mut rng = Rng(n.wrapping_mul(0x2545_f491) | 1);

@@ -39,8 +39,10 @@ pub struct Service {
 struct Book {
     generation: u64,
     run: Option<String>,
+    reference: Arc<Reference>,
     at: Instant,
-    positions: BTreeMap<(String, String), LakePosition>,
+    /// Every position, with its answer row made once (desk, mark, decimals as text).
+    positions: BTreeMap<(String, String), (LakePosition, pb::Position)>,
     marks: HashMap<String, Option<Decimal>>,
     freshness: pb::Freshness,
 }
@@ -53,16 +55,22 @@ struct BookCache {
 }
 
 impl BookCache {
-    /// The cached book, if it still answers: of the batch run served now, and the views have
-    /// not moved or it is younger than `max_age`.
-    fn usable(&self, generation: u64, run: Option<&str>) -> Option<Arc<Book>> {
+    /// The cached book, if it still answers: of the batch run and reference data served now,
+    /// and the views have not moved or it is younger than `max_age`.
+    fn usable(
+        &self,
+        generation: u64,
+        run: Option<&str>,
+        reference: &Arc<Reference>,
+    ) -> Option<Arc<Book>> {
         let b = self
             .latest
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()?;
         let fresh = b.generation == generation || b.at.elapsed() < self.max_age;
-        (b.run.as_deref() == run && fresh).then_some(b)
+        let same = b.run.as_deref() == run && Arc::ptr_eq(&b.reference, reference);
+        (same && fresh).then_some(b)
     }
 }
 
@@ -190,30 +198,39 @@ impl Service {
         let now = || {
             let generation = self.state.views().generation();
             let run = self.state.snapshot().run.as_ref().map(|r| r.run_id.clone());
-            (generation, run)
+            (generation, run, self.reference())
         };
-        let (generation, run) = now();
-        if let Some(b) = self.book.usable(generation, run.as_deref()) {
+        let (generation, run, reference) = now();
+        if let Some(b) = self.book.usable(generation, run.as_deref(), &reference) {
             return Ok(b);
         }
         let _merging = self.book.merging.lock().await;
-        let (generation, run) = now();
-        if let Some(b) = self.book.usable(generation, run.as_deref()) {
+        let (generation, run, reference) = now();
+        if let Some(b) = self.book.usable(generation, run.as_deref(), &reference) {
             return Ok(b);
         }
         let book = self
             .merged(|snap, views| {
-                let positions = merge::positions(snap, views, |_, _| true)?;
-                let marks = positions
+                let merged = merge::positions(snap, views, |_, _| true)?;
+                let marks: HashMap<String, Option<Decimal>> = merged
                     .keys()
                     .map(|(_, s)| s)
                     .collect::<BTreeSet<_>>()
                     .into_iter()
                     .map(|s| (s.clone(), merge::mark(snap, views, s)))
                     .collect();
+                let positions = merged
+                    .into_iter()
+                    .map(|((a, s), q)| {
+                        let desk = reference.accounts.get(&a).map(|x| x.desk.as_str());
+                        let row = position_row(&a, desk.unwrap_or_default(), &s, &q, marks[&s]);
+                        ((a, s), (q, row))
+                    })
+                    .collect();
                 Ok(Book {
                     generation: views.generation(),
                     run: snap.run.as_ref().map(|r| r.run_id.clone()),
+                    reference: reference.clone(),
                     at: Instant::now(),
                     positions,
                     marks,
@@ -324,9 +341,8 @@ impl Service {
                 && (r.symbols.is_empty() || r.symbols.iter().any(|x| x == s))
         };
         let book = self.book().await?;
-        let row = |((a, s), q): (&(String, String), &LakePosition)| {
-            (r.include_flat || !q.net_quantity.is_zero())
-                .then(|| position_row(a, &desk_of(a), s, q, book.marks[s]))
+        let row = |(_, (q, row)): (_, &(LakePosition, pb::Position))| {
+            (r.include_flat || !q.net_quantity.is_zero()).then(|| row.clone())
         };
         // named accounts (and the accounts of named desks): only their ranges of the book
         let positions = if r.accounts.is_empty() && r.desks.is_empty() {
@@ -527,7 +543,7 @@ impl Lakehouse for Service {
                 book.positions
                     .iter()
                     .filter(|((a, _), _)| p.sees_account(a, &reference))
-                    .map(|((a, s), q)| (a.as_str(), s.as_str(), *q)),
+                    .map(|((a, s), (q, _))| (a.as_str(), s.as_str(), *q)),
                 |s| book.marks.get(s).copied().flatten(),
                 &reference,
             )

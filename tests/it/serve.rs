@@ -208,6 +208,28 @@ impl Caller {
         Ok(rows)
     }
 
+    /// The first `n` messages of a WatchPositions stream (within 60 s).
+    async fn watch(&self, n: usize) -> Result<Vec<pb::PositionsUpdate>, Status> {
+        let r = pb::WatchPositionsRequest {
+            filter: Some(all_positions()),
+            min_interval_ms: 200,
+        };
+        let started = self.api.clone().watch_positions(r).await;
+        self.note("WatchPositions", &started);
+        first(started?.into_inner(), n).await
+    }
+
+    /// The first `n` live 1-minute bar panes of `symbol` (within 60 s).
+    async fn live_bars(&self, symbol: &str, n: usize) -> Result<Vec<pb::BarUpdate>, Status> {
+        let r = pb::SubscribeBarsRequest {
+            symbols: vec![symbol.to_string()],
+            interval: pb::Interval::Interval1m as i32,
+        };
+        let started = self.api.clone().subscribe_bars(r).await;
+        self.note("SubscribeBars", &started);
+        first(started?.into_inner(), n).await
+    }
+
     async fn status(&self) -> Result<pb::GetStatusResponse, Status> {
         let out = self
             .api
@@ -218,6 +240,21 @@ impl Caller {
         self.note("GetStatus", &out);
         out
     }
+}
+
+/// The first `n` messages of a server stream, failing after 60 s.
+async fn first<T>(mut s: tonic::Streaming<T>, n: usize) -> Result<Vec<T>, Status> {
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while out.len() < n {
+        match tokio::time::timeout_at(deadline, s.message()).await {
+            Ok(Ok(Some(m))) => out.push(m),
+            Ok(Ok(None)) => return Err(Status::aborted("the stream ended")),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(Status::deadline_exceeded(format!("{} of {n}", out.len()))),
+        }
+    }
+    Ok(out)
 }
 
 fn sha256(s: &str) -> String {
@@ -929,6 +966,15 @@ fn merged_answers_equal_the_truth_across_batch_switches_and_late_events_with_ent
         },
     );
     let d1 = first.unwrap();
+    // the live streams while data flows: position updates and 1-minute bar panes
+    let watch = {
+        let admin = admin.clone();
+        rt.spawn(async move { admin.watch(3).await.unwrap() })
+    };
+    let live = {
+        let (admin, symbol) = (admin.clone(), currency.keys().next().unwrap().clone());
+        rt.spawn(async move { admin.live_bars(&symbol, 2).await.unwrap() })
+    };
     let stop_sampling = Arc::new(AtomicBool::new(false));
     let sampled_symbol = currency.keys().next().unwrap().clone();
     let sampler = {
@@ -1002,6 +1048,20 @@ fn merged_answers_equal_the_truth_across_batch_switches_and_late_events_with_ent
         "{} samples, {switched} after the switch",
         samples.len()
     );
+    // every position update is exact for the offsets it names; live panes are of the symbol
+    let updates = rt.block_on(watch).unwrap();
+    for (i, u) in updates.into_iter().enumerate() {
+        let as_answer = pb::GetPositionsResponse {
+            positions: u.positions,
+            freshness: u.freshness,
+        };
+        check.positions(&as_answer, &format!("WatchPositions update {i}"));
+    }
+    for u in rt.block_on(live).unwrap() {
+        let bar = u.bar.clone().unwrap();
+        assert_eq!(bar.symbol, sampled_symbol, "{bar:?}");
+        assert!(bar.trade_count > 0 && u.window_end.is_some(), "{u:?}");
+    }
     for (i, (p, b)) in samples.iter().enumerate() {
         check.positions(p, &format!("sample {i}"));
         check.daily(&sampled_symbol, b, &format!("sample {i}"));

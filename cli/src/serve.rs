@@ -24,10 +24,12 @@ pub(crate) async fn run(cfg: Config) -> Result<String> {
     ));
     // one stop signal for both halves
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop_tx = Arc::new(stop_tx);
     let signal = crate::ingest::stop_signal()?;
+    let on_signal = stop_tx.clone();
     tokio::spawn(async move {
         signal.await;
-        let _ = stop_tx.send(true);
+        let _ = on_signal.send(true);
     });
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -40,7 +42,7 @@ pub(crate) async fn run(cfg: Config) -> Result<String> {
         handle.clone(),
         stopped(stop_rx.clone()),
     );
-    let speed = tokio::spawn(async move {
+    let mut speed = tokio::spawn(async move {
         lakehouse_speed::run(
             speed_cfg,
             &brokers,
@@ -53,16 +55,33 @@ pub(crate) async fn run(cfg: Config) -> Result<String> {
     });
     let served = Served::new(lake.clone(), calendar, handle);
     info!(lake = %lake.root(), brokers = %cfg.kafka.brokers, "serving starting");
-    let result = lakehouse_serving::serve(
+    let serving = lakehouse_serving::serve(
         &cfg.serving,
         served,
         cfg.batch.large_trade_thresholds.clone(),
         |addr| eprintln!("lakehouse serve: listening on {addr}"),
         stopped(stop_rx),
-    )
-    .await;
-    let speed = speed.await.context("the speed view task failed")?;
+    );
+    tokio::pin!(serving);
+    // whichever half ends first stops the other: a speed view that failed (a missing topic,
+    // input lost to retention) must not leave the server answering from a view that no
+    // longer moves
+    let (result, speed) = tokio::select! {
+        r = &mut serving => {
+            let _ = stop_tx.send(true);
+            (r, (&mut speed).await)
+        }
+        s = &mut speed => {
+            if !*stop_tx.borrow() {
+                tracing::error!("the speed view stopped; stopping the server");
+            }
+            let _ = stop_tx.send(true);
+            (serving.await, s)
+        }
+    };
+    speed
+        .context("the speed view task failed")?
+        .context("the speed view failed")?;
     result.context("serving failed")?;
-    speed.context("the speed view failed")?;
     Ok("serving stopped\n".into())
 }

@@ -1631,3 +1631,49 @@ fn tls_with_client_certificates_maps_certificates_to_principals() {
     let audited = audit_rows(&rt, &d.join("lake"));
     assert_eq!(audited, *tally.lock().unwrap());
 }
+
+#[test]
+fn serve_stops_with_an_error_when_its_speed_view_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("lakehouse.toml"),
+        "[serving]\naudit-flush = \"200ms\"\n",
+    )
+    .unwrap();
+    // a broker without the topics: the speed view cannot start
+    let broker = lakehouse_tests::kafka().unwrap();
+    let addr = format!("127.0.0.1:{}", lakehouse_tests::free_port());
+    let mut child = lakehouse(d)
+        .args([
+            "serve",
+            "--brokers",
+            &broker.addr(),
+            "--listen",
+            &addr,
+            "--lake",
+        ])
+        .arg(d.join("lake"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("serve kept running without its speed view");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("the speed view failed") && err.contains("does not exist"),
+        "{err}"
+    );
+}

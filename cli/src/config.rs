@@ -33,6 +33,35 @@ pub(crate) struct Config {
     pub(crate) batch: lakehouse_batch::BatchConfig,
     #[serde(default)]
     pub(crate) serving: lakehouse_serving::ServingConfig,
+    #[serde(default)]
+    pub(crate) up: UpConfig,
+    /// Whether `[kafka] brokers` came from the file, the environment or a flag rather than the
+    /// defaults (`up` starts a local broker when not).
+    #[serde(skip)]
+    pub(crate) brokers_configured: bool,
+}
+
+/// `[up]`: every role in one process.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub(crate) struct UpConfig {
+    /// Where the local broker listens (when no brokers are configured).
+    pub(crate) broker_listen: String,
+    /// The local broker's data directory (default: beside a `file://` lake, `<lake>.kafka`).
+    #[serde(default)]
+    pub(crate) broker_data: Option<PathBuf>,
+    /// Prometheus metrics of the roles: http://ADDR/metrics.
+    pub(crate) metrics_listen: String,
+}
+
+impl Default for UpConfig {
+    fn default() -> Self {
+        UpConfig {
+            broker_listen: "127.0.0.1:9092".into(),
+            broker_data: None,
+            metrics_listen: "127.0.0.1:9464".into(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -137,10 +166,15 @@ fn load_with_env(file: Option<&Path>, overrides: &Overrides, env: Env) -> Result
         fig = fig.merge(Serialized::default("serving.listen", listen));
     }
     let source = file.map_or_else(|| PathBuf::from("<defaults>"), Path::to_path_buf);
-    let cfg = fig
+    let defaults = figment::Provider::metadata(&Toml::string(DEFAULTS)).name;
+    let brokers_configured = fig
+        .find_metadata("kafka.brokers")
+        .is_some_and(|m| m.name != defaults);
+    let mut cfg: Config = fig
         .extract::<Config>()
         .map_err(|e| anyhow::anyhow!(describe(e)))
         .with_context(|| format!("invalid configuration ({})", source.display()))?;
+    cfg.brokers_configured = brokers_configured;
     // checked here, once, so a typo fails every command at start-up
     cfg.calendar
         .calendar()
@@ -194,6 +228,7 @@ mod tests {
         let cfg = load_with_env(None, &Overrides::default(), no_env()).unwrap();
         assert_eq!(cfg.lake.root, "./lake");
         assert_eq!(cfg.kafka.brokers, "127.0.0.1:9092");
+        assert!(!cfg.brokers_configured, "the defaults configure no broker");
         assert_eq!(cfg.lake.s3.conditional_put.as_deref(), Some("etag"));
     }
 
@@ -219,6 +254,7 @@ mod tests {
         let cfg = load_with_env(Some(f.path()), &Overrides::default(), no_env()).unwrap();
         assert_eq!(cfg.lake.root, "/from/file");
         assert_eq!(cfg.kafka.brokers, "file:1");
+        assert!(cfg.brokers_configured);
 
         figment::Jail::expect_with(|jail| {
             jail.set_env("LKTEST__LAKE__S3__ALLOW_HTTP", "true");

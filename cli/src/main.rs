@@ -9,6 +9,7 @@ mod serve;
 mod simulate;
 mod speed;
 mod table;
+mod up;
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -322,9 +323,14 @@ fn load(common: &Common, lake: Option<&LakeArg>, brokers: Option<&BrokersArg>) -
 
 async fn run(Cli { common, command }: Cli) -> Result<String> {
     match command {
-        Command::Up { server, .. } => {
-            load_server(&common, &server)?;
-            Err(not_yet("up"))
+        Command::Up { server, simulate } => {
+            let cfg = load_server(&common, &server)?;
+            if simulate {
+                return Err(not_yet(
+                    "up --simulate (run `lakehouse simulate` beside `lakehouse up`)",
+                ));
+            }
+            up::run(cfg).await
         }
         Command::Ingest {
             lake,

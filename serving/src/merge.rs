@@ -128,6 +128,9 @@ pub struct BatchSnapshot {
     /// Per business date up to the run's, whether the batch has positions for it: lets the
     /// merge find "the latest date before d0" without loading every date.
     pub position_dates: BTreeSet<BusinessDate>,
+    /// The dates of published runs up to the run's: any other date has nothing in the batch
+    /// view, so it needs no loading.
+    pub run_dates: BTreeSet<BusinessDate>,
     /// The latest covered print per symbol: (rank, price), from the loaded days.
     pub last: FxHashMap<String, (Rank, Decimal)>,
 }

@@ -296,27 +296,39 @@ impl Service {
         result.map(|(t, _)| Response::new(t))
     }
 
-    /// Runs a merge, loading what it finds missing, then again.
+    /// Runs a merge, loading what it finds missing, then again, as long as each load makes
+    /// progress (a merge over many dates loads one published date per round).
     async fn merged<T>(
         &self,
         f: impl Fn(&BatchSnapshot, &Views) -> Result<T, Missing>,
     ) -> Result<T, Status> {
-        for _ in 0..64 {
-            let r = {
+        let mut last: Option<(Option<String>, Missing)> = None;
+        loop {
+            let (r, run) = {
                 let views = self.state.views();
                 let snap = self.state.snapshot();
-                f(&snap, &views)
+                (
+                    f(&snap, &views),
+                    snap.run.as_ref().map(|r| r.run_id.clone()),
+                )
             };
-            match r {
+            let missing = match r {
                 Ok(t) => return Ok(t),
-                Err(m) => {
-                    self.state.load_missing(&m).await.map_err(|e| {
-                        Status::unavailable(format!("cannot load the batch view: {e}"))
-                    })?
-                }
+                Err(m) => m,
+            };
+            let again = (run, missing);
+            if last.as_ref() == Some(&again) {
+                return Err(Status::internal(format!(
+                    "the batch view does not hold {:?} after loading it",
+                    again.1
+                )));
             }
+            self.state
+                .load_missing(&again.1)
+                .await
+                .map_err(|e| Status::unavailable(format!("cannot load the batch view: {e}")))?;
+            last = Some(again);
         }
-        Err(Status::unavailable("the batch view kept changing; retry"))
     }
 
     async fn positions(

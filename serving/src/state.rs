@@ -184,6 +184,11 @@ impl Served {
             ..BatchSnapshot::default()
         };
         snap.position_dates = self.position_dates(&run).await?;
+        snap.run_dates = rows
+            .iter()
+            .filter(|r| r.status == "succeeded" && r.business_date <= run.date)
+            .map(|r| r.business_date)
+            .collect();
         let day = self.load_day(&run, run.date).await?;
         for (symbol, minutes) in &day.bars {
             if let Some(b) = minutes.values().next_back()
@@ -219,11 +224,27 @@ impl Served {
                 None => return Ok(()),
             },
         };
-        let day = Arc::new(self.load_day(&run, date).await?);
+        // the date itself when a run published it, and at once every date from it to the
+        // run's that no run published (empty: nothing to read)
+        let day = if snap.run_dates.contains(&date) {
+            Some(Arc::new(self.load_day(&run, date).await?))
+        } else {
+            None
+        };
+        let empty = Arc::new(BatchDay::default());
         let mut guard = self.batch.write().unwrap_or_else(|e| e.into_inner());
         if guard.run.as_ref().map(|r| &r.run_id) == Some(&run.run_id) {
             let mut next = BatchSnapshot::clone(&guard);
-            next.days.insert(date, day);
+            if let Some(day) = day {
+                next.days.insert(date, day);
+            }
+            let mut d = date;
+            while d <= run.date {
+                if !next.run_dates.contains(&d) {
+                    next.days.entry(d).or_insert_with(|| empty.clone());
+                }
+                d = d.succ();
+            }
             *guard = Arc::new(next);
         }
         Ok(())

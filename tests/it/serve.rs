@@ -1677,3 +1677,208 @@ fn serve_stops_with_an_error_when_its_speed_view_fails() {
         "{err}"
     );
 }
+
+/// A `lakehouse up` process (its own local broker) on `d/up.toml`; on drop (a failed test)
+/// SIGTERM, so that it stops its broker too, then SIGKILL.
+struct Up(Child);
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        for _ in 0..100 {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_up(d: &Path, n: usize) -> Up {
+    let log = std::fs::File::create(d.join(format!("up-{n}.log"))).unwrap();
+    Up(Command::new(lakehouse_tests::lakehouse_bin().unwrap())
+        .args(["--config"])
+        .arg(d.join("up.toml"))
+        .arg("up")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap())
+}
+
+/// SIGTERM and a clean exit.
+fn stop_up(d: &Path, up: &mut Up, n: usize) {
+    let log = || std::fs::read_to_string(d.join(format!("up-{n}.log"))).unwrap_or_default();
+    let child = &mut up.0;
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            assert!(s.success(), "up exited with {s}:\n{}", log());
+            assert!(
+                log().contains("every role committed what it held"),
+                "{}",
+                log()
+            );
+            return;
+        }
+        assert!(Instant::now() < deadline, "up did not stop:\n{}", log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn up_runs_every_role_with_a_local_broker_and_resumes_after_a_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (broker_port, grpc_port, metrics_port) = (
+        lakehouse_tests::free_port(),
+        lakehouse_tests::free_port(),
+        lakehouse_tests::free_port(),
+    );
+    let grpc = format!("127.0.0.1:{grpc_port}");
+    std::fs::write(
+        d.join("up.toml"),
+        format!(
+            "[lake]\nroot = \"{}\"\n\n[up]\nbroker-listen = \"127.0.0.1:{broker_port}\"\nmetrics-listen = \"127.0.0.1:{metrics_port}\"\n\n\
+             [serving]\nlisten = \"{grpc}\"\nledger-poll = \"200ms\"\n\n[ingest]\nsession-timeout = \"6s\"\nmax-latency = \"300ms\"\n\n\
+             [speed]\ncheckpoint-interval = \"500ms\"\n\n[simulate]\npartitions = 1\nsession = \"1h\"\ntime-scale = 500.0\n",
+            d.join("lake").display()
+        ),
+    )
+    .unwrap();
+    // `up` starts its own broker (no [kafka] brokers configured) and creates the topics
+    let mut up = spawn_up(d, 0);
+    let log0 = || std::fs::read_to_string(d.join("up-0.log")).unwrap_or_default();
+    until(
+        Duration::from_secs(120),
+        || format!("up did not start:\n{}", log0()),
+        || log0().contains("lakehouse up: running"),
+    );
+    for part in [
+        "gRPC     127.0.0.1",
+        "metrics  http://127.0.0.1",
+        "lakehouse query --server",
+    ] {
+        assert!(log0().contains(part), "{part}:\n{}", log0());
+    }
+    let brokers = format!("127.0.0.1:{broker_port}");
+    let mut sim = Command::new(lakehouse_tests::lakehouse_bin().unwrap());
+    sim.args(["--config"])
+        .arg(d.join("up.toml"))
+        .args([
+            "simulate",
+            "--brokers",
+            &brokers,
+            "--seed",
+            "9",
+            "--events",
+            "6000",
+        ])
+        .args(["--as-fast-as-possible", "--truth"])
+        .arg(d.join("truth.parquet"))
+        .arg("--refdata")
+        .arg(d.join("ref"));
+    let out = sim.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let truth = Truth::read(&d.join("truth.parquet"));
+    let per_topic = truth.per_topic();
+    let check = Check {
+        truth: &truth,
+        from: 0,
+        to: 0,
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let tally: Tally = Arc::default();
+    let answer = |n: usize| {
+        let channel = rt.block_on(async {
+            Channel::from_shared(format!("http://{grpc}"))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap()
+        });
+        let c = Caller::new(&channel, None, "anonymous", &tally);
+        wait_served(&rt, &c, &per_topic);
+        let p = rt.block_on(c.positions(all_positions())).unwrap();
+        check.positions(&p, &format!("up, start {n}"));
+        assert!(p.positions.len() > 20, "{}", p.positions.len());
+        served_book(&p)
+    };
+    let before = answer(0);
+    // one metrics endpoint
+    let metrics = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", metrics_port)).unwrap();
+        let _ =
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        text
+    };
+    assert!(
+        metrics.starts_with("HTTP/1.1 200") && metrics.contains("lakehouse_ingest_"),
+        "{metrics}"
+    );
+    stop_up(d, &mut up, 0);
+
+    // started again: every role resumes from what it committed; nothing lost or counted twice
+    let mut up = spawn_up(d, 1);
+    let log1 = || std::fs::read_to_string(d.join("up-1.log")).unwrap_or_default();
+    until(
+        Duration::from_secs(120),
+        || format!("up did not start again:\n{}", log1()),
+        || log1().contains("lakehouse up: running"),
+    );
+    let after = answer(1);
+    assert_eq!(after, before);
+    // ingest lands every message once (malformed ones go to dead letters), across the stop
+    let want: BTreeMap<String, i64> = per_topic
+        .iter()
+        .map(|(topic, n)| {
+            let bad = truth
+                .rows
+                .iter()
+                .filter(|r| &r.topic == topic && r.malformed)
+                .count() as i64;
+            (topic.clone(), n - bad)
+        })
+        .collect();
+    let l1 = std::cell::RefCell::new(BTreeMap::new());
+    until(
+        Duration::from_secs(120),
+        || format!("L1 holds {:?}, not {want:?}", l1.borrow()),
+        || {
+            *l1.borrow_mut() = rt.block_on(async {
+                let l = open(&d.join("lake")).await;
+                let mut n = BTreeMap::new();
+                for (topic, table) in [
+                    ("market-trades", names::MARKET_TRADES),
+                    ("orders", names::ORDERS),
+                    ("executions", names::EXECUTIONS),
+                ] {
+                    let rows = match l.table(table).await {
+                        Ok(t) => t.count_rows().await.unwrap() as i64,
+                        Err(_) => 0,
+                    };
+                    n.insert(topic.to_string(), rows);
+                }
+                n
+            });
+            *l1.borrow() == want
+        },
+    );
+    stop_up(d, &mut up, 1);
+}

@@ -1,0 +1,331 @@
+//! `lakehouse up`: ingest, the speed layer, the batch scheduler and serving in one process,
+//! with a local broker when none is configured.
+//!
+//! One stop signal (SIGINT/SIGTERM) stops every role the way its own command stops: ingest
+//! commits what it holds, the speed layer checkpoints, the scheduler finishes its run, the
+//! server drains and flushes its audit. Then the local broker is stopped. Started again, every
+//! role resumes from what it committed.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use lakehouse_batch::schedule::Scheduler;
+use lakehouse_ingest::Metrics;
+use lakehouse_lake::Lake;
+use lakehouse_serving::state::Served;
+use lakehouse_speed::SpeedHandle;
+use lakehouse_speed::views::Views;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::config::Config;
+
+/// The local broker: a tansu process with its durable SQLite engine.
+struct Broker {
+    child: tokio::process::Child,
+    addr: String,
+    data: PathBuf,
+}
+
+impl Broker {
+    /// The tansu binary: `LAKEHOUSE_TANSU`, else where `scripts/setup.sh` installs it, else
+    /// `tansu` on the PATH.
+    fn binary() -> PathBuf {
+        if let Some(p) = std::env::var_os("LAKEHOUSE_TANSU") {
+            return PathBuf::from(p);
+        }
+        let cache = std::env::var_os("LAKEHOUSE_CACHE").map_or_else(
+            || {
+                std::env::var_os("HOME")
+                    .map_or_else(|| PathBuf::from("/tmp"), PathBuf::from)
+                    .join(".cache/lakehouse")
+            },
+            PathBuf::from,
+        );
+        let installed = cache.join("tools/bin/tansu");
+        if installed.is_file() {
+            installed
+        } else {
+            PathBuf::from("tansu")
+        }
+    }
+
+    async fn start(addr: &str, data: &Path) -> Result<Broker> {
+        std::fs::create_dir_all(data)
+            .with_context(|| format!("cannot create the broker's directory {}", data.display()))?;
+        let url = format!("tcp://{addr}");
+        let bin = Self::binary();
+        let log = std::fs::File::create(data.join("tansu.log"))?;
+        let child = tokio::process::Command::new(&bin)
+            .args(["broker", "--storage-engine", "sqlite://tansu.db"])
+            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .current_dir(data)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| {
+                format!(
+                    "cannot start the local broker {} (run scripts/setup.sh, or configure [kafka] brokers)",
+                    bin.display()
+                )
+            })?;
+        let mut broker = Broker {
+            child,
+            addr: addr.to_string(),
+            data: data.to_path_buf(),
+        };
+        for _ in 0..300 {
+            if let Some(status) = broker.child.try_wait()? {
+                bail!(
+                    "the local broker exited with {status} (is {addr} in use?); its log: {}",
+                    data.join("tansu.log").display()
+                );
+            }
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return Ok(broker);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("the local broker did not listen on {addr} within 30 s")
+    }
+
+    /// SIGTERM, then SIGKILL after 10 s.
+    async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = tokio::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .await;
+        }
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+/// Where the local broker keeps its data: `[up] broker-data`, else beside a `file://` lake.
+fn broker_data(cfg: &Config) -> Result<PathBuf> {
+    if let Some(d) = &cfg.up.broker_data {
+        return Ok(d.clone());
+    }
+    let root = &cfg.lake.root;
+    let path = match root.strip_prefix("file://") {
+        Some(p) => p,
+        None if root.contains("://") => {
+            bail!("the lake {root} is not local: set [up] broker-data for the local broker's data")
+        }
+        None => root,
+    };
+    Ok(PathBuf::from(format!(
+        "{}.kafka",
+        path.trim_end_matches('/')
+    )))
+}
+
+pub(crate) async fn run(mut cfg: Config) -> Result<String> {
+    cfg.serving
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    let calendar = cfg.calendar.calendar()?;
+    let schedule = cfg
+        .batch
+        .schedule(calendar)
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    let signal = crate::ingest::stop_signal()?;
+    let broker = if cfg.brokers_configured {
+        None
+    } else {
+        let data = broker_data(&cfg)?;
+        let b = Broker::start(&cfg.up.broker_listen, &data).await?;
+        cfg.kafka.brokers = b.addr.clone();
+        Some(b)
+    };
+    let result = roles(&cfg, calendar, schedule, signal, broker.as_ref()).await;
+    if let Some(b) = broker {
+        b.stop().await;
+    }
+    result
+}
+
+async fn roles(
+    cfg: &Config,
+    calendar: lakehouse_lake::BusinessCalendar,
+    schedule: lakehouse_batch::schedule::Schedule,
+    signal: impl std::future::Future<Output = ()> + Send + 'static,
+    broker: Option<&Broker>,
+) -> Result<String> {
+    let brokers = cfg.kafka.brokers.clone();
+    // the topics every role reads (the broker may not create them by itself)
+    let mut topics: Vec<&str> = cfg.ingest.topics.iter().map(|t| t.topic.as_str()).collect();
+    topics.extend(cfg.speed.topics.iter().map(|t| t.topic.as_str()));
+    topics.sort_unstable();
+    topics.dedup();
+    let (b, props, partitions) = (
+        brokers.clone(),
+        cfg.simulate.kafka_properties.clone(),
+        cfg.simulate.partitions,
+    );
+    let owned: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let t: Vec<&str> = owned.iter().map(String::as_str).collect();
+        lakehouse_simulator::kafka::ensure_topics(&b, &props, &t, partitions)
+    })
+    .await?
+    .with_context(|| format!("cannot create the topics on {brokers}"))?;
+
+    let lake = Lake::open(&cfg.lake).await?;
+    lake.ensure_catalog().await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_tx = Arc::new(stop_tx);
+    let on_signal = stop_tx.clone();
+    tokio::spawn(async move {
+        signal.await;
+        info!("stopping every role");
+        let _ = on_signal.send(true);
+    });
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    // metrics: one endpoint
+    let metrics = Metrics::new();
+    let listener = tokio::net::TcpListener::bind(&cfg.up.metrics_listen)
+        .await
+        .with_context(|| format!("cannot listen for metrics on {}", cfg.up.metrics_listen))?;
+    let metrics_addr = listener.local_addr()?;
+    tokio::spawn(metrics.clone().serve(listener));
+
+    // ingest
+    let mut tasks: Vec<(&str, tokio::task::JoinHandle<Result<()>>)> = Vec::new();
+    {
+        let (icfg, b, l, m, s) = (
+            cfg.ingest.clone(),
+            brokers.clone(),
+            lake.clone(),
+            metrics.clone(),
+            stopped(stop_rx.clone()),
+        );
+        tasks.push((
+            "ingest",
+            tokio::spawn(async move {
+                lakehouse_ingest::run(icfg, &b, l, m, s)
+                    .await
+                    .map(|_| ())
+                    .map_err(anyhow::Error::from)
+            }),
+        ));
+    }
+    // the speed layer, whose views serving answers from
+    let mut handle = SpeedHandle::new(calendar);
+    handle.views = Arc::new(std::sync::RwLock::new(
+        Views::new(calendar).with_excluded_conditions(cfg.batch.excluded_conditions.clone()),
+    ));
+    {
+        let (scfg, b, l, h, s) = (
+            cfg.speed.clone(),
+            brokers.clone(),
+            lake.clone(),
+            handle.clone(),
+            stopped(stop_rx.clone()),
+        );
+        tasks.push((
+            "speed",
+            tokio::spawn(async move {
+                lakehouse_speed::run(scfg, &b, l, calendar, h, s)
+                    .await
+                    .map(|_| ())
+                    .map_err(anyhow::Error::from)
+            }),
+        ));
+    }
+    // the batch scheduler
+    {
+        let scheduler = Scheduler::new(
+            crate::batch::runner(cfg, lake.clone())?,
+            schedule,
+            cfg.batch.retry(),
+            cfg.batch.catch_up,
+            cfg.batch.maintenance.clone(),
+        );
+        let s = stopped(stop_rx.clone());
+        tasks.push((
+            "batch scheduler",
+            tokio::spawn(async move { scheduler.run(s).await.map_err(anyhow::Error::from) }),
+        ));
+    }
+    // serving
+    {
+        let (serving_cfg, served, thresholds, s) = (
+            cfg.serving.clone(),
+            Served::new(lake.clone(), calendar, handle),
+            cfg.batch.large_trade_thresholds.clone(),
+            stopped(stop_rx.clone()),
+        );
+        let (lake_root, broker_text) = (
+            lake.root().to_string(),
+            match broker {
+                Some(b) => format!("{} (local tansu, data in {})", b.addr, b.data.display()),
+                None => brokers.clone(),
+            },
+        );
+        tasks.push((
+            "serving",
+            tokio::spawn(async move {
+                lakehouse_serving::serve(
+                    &serving_cfg,
+                    served,
+                    thresholds,
+                    move |addr| {
+                        eprintln!(
+                            "lakehouse up: running\n  lake     {lake_root}\n  brokers  {broker_text}\n  gRPC     {addr}\n  metrics  http://{metrics_addr}/metrics\n\
+                             try:\n  lakehouse query --server http://{addr} status\n  lakehouse query --server http://{addr} positions\n  lakehouse query --server http://{addr} bars SYMBOL --interval 1m --from 2026-01-05T14:30:00Z --to 2026-01-05T15:30:00Z\n\
+                             stop with Ctrl-C"
+                        );
+                    },
+                    s,
+                )
+                .await
+                .map_err(anyhow::Error::from)
+            }),
+        ));
+    }
+
+    // the first role that ends (a failure, or the stop) stops the others
+    let mut failures = Vec::new();
+    let mut pending: Vec<_> = tasks
+        .into_iter()
+        .map(|(name, t)| Box::pin(async move { (name, t.await) }))
+        .collect();
+    while !pending.is_empty() {
+        let ((name, r), _, rest) = futures::future::select_all(pending).await;
+        pending = rest;
+        if !*stop_tx.borrow() {
+            warn!(
+                role = name,
+                "a role ended before the stop; stopping the others"
+            );
+        }
+        let _ = stop_tx.send(true);
+        match r {
+            Ok(Ok(())) => info!(role = name, "stopped"),
+            Ok(Err(e)) => failures.push(format!("{name}: {e:#}")),
+            Err(e) => failures.push(format!("{name}: {e}")),
+        }
+    }
+    if failures.is_empty() {
+        Ok("lakehouse up stopped: every role committed what it held\n".into())
+    } else {
+        bail!(
+            "lakehouse up stopped after a failure:\n  {}",
+            failures.join("\n  ")
+        )
+    }
+}

@@ -292,13 +292,6 @@ fn init_logging(cfg: &Config) {
     };
 }
 
-fn not_yet(what: &str) -> anyhow::Error {
-    anyhow::anyhow!(
-        "`lakehouse {what}` is not available in this build yet: the lake foundation is in place, \
-         this role is built by its own issue"
-    )
-}
-
 fn load_server(common: &Common, server: &ServerArgs) -> Result<Config> {
     let overrides = Overrides {
         lake_root: server.lake.lake.clone(),
@@ -325,12 +318,7 @@ async fn run(Cli { common, command }: Cli) -> Result<String> {
     match command {
         Command::Up { server, simulate } => {
             let cfg = load_server(&common, &server)?;
-            if simulate {
-                return Err(not_yet(
-                    "up --simulate (run `lakehouse simulate` beside `lakehouse up`)",
-                ));
-            }
-            up::run(cfg).await
+            up::run(cfg, simulate).await
         }
         Command::Ingest {
             lake,

@@ -130,7 +130,7 @@ fn broker_data(cfg: &Config) -> Result<PathBuf> {
     )))
 }
 
-pub(crate) async fn run(mut cfg: Config) -> Result<String> {
+pub(crate) async fn run(mut cfg: Config, simulate: bool) -> Result<String> {
     cfg.serving
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
@@ -148,7 +148,12 @@ pub(crate) async fn run(mut cfg: Config) -> Result<String> {
         cfg.kafka.brokers = b.addr.clone();
         Some(b)
     };
-    let result = roles(&cfg, calendar, schedule, signal, broker.as_ref()).await;
+    let sim_dir = if simulate {
+        Some(broker_data(&cfg)?.join("simulate"))
+    } else {
+        None
+    };
+    let result = roles(&cfg, calendar, schedule, signal, broker.as_ref(), sim_dir).await;
     if let Some(b) = broker {
         b.stop().await;
     }
@@ -161,6 +166,7 @@ async fn roles(
     schedule: lakehouse_batch::schedule::Schedule,
     signal: impl std::future::Future<Output = ()> + Send + 'static,
     broker: Option<&Broker>,
+    sim_dir: Option<PathBuf>,
 ) -> Result<String> {
     let brokers = cfg.kafka.brokers.clone();
     // the topics every role reads (the broker may not create them by itself)
@@ -203,8 +209,15 @@ async fn roles(
     let metrics_addr = listener.local_addr()?;
     tokio::spawn(metrics.clone().serve(listener));
 
-    // ingest
     let mut tasks: Vec<(&str, tokio::task::JoinHandle<Result<()>>)> = Vec::new();
+    // the simulator, first: its reference data is loaded before the other roles start
+    let mut simulated = None;
+    if let Some(dir) = sim_dir {
+        let (task, text) = simulator(cfg, &dir, stopped(stop_rx.clone())).await?;
+        tasks.push(("simulator", task));
+        simulated = Some(text);
+    }
+    // ingest
     {
         let (icfg, b, l, m, s) = (
             cfg.ingest.clone(),
@@ -287,7 +300,8 @@ async fn roles(
                         eprintln!(
                             "lakehouse up: running\n  lake     {lake_root}\n  brokers  {broker_text}\n  gRPC     {addr}\n  metrics  http://{metrics_addr}/metrics\n\
                              try:\n  lakehouse query --server http://{addr} status\n  lakehouse query --server http://{addr} positions\n  lakehouse query --server http://{addr} bars SYMBOL --interval 1m --from 2026-01-05T14:30:00Z --to 2026-01-05T15:30:00Z\n\
-                             stop with Ctrl-C"
+                             stop with Ctrl-C{}",
+                            simulated.map(|t| format!("\n  {t}")).unwrap_or_default()
                         );
                     },
                     s,
@@ -328,4 +342,66 @@ async fn roles(
             failures.join("\n  ")
         )
     }
+}
+
+/// Starts the simulator on the roles' brokers: a new seed each run (so its ids never repeat
+/// an earlier run's) and a clock that starts now, paced at `[simulate] rate`. Its ground truth
+/// and reference data go to `dir`; the reference data is loaded into the lake before this
+/// returns.
+async fn simulator(
+    cfg: &Config,
+    dir: &Path,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(tokio::task::JoinHandle<Result<()>>, String)> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut sim = cfg.simulate.clone();
+    sim.seed ^= chrono::Utc::now().timestamp_micros() as u64;
+    sim.start = "now".into();
+    sim.events = None;
+    sim.duration = None;
+    sim.as_fast_as_possible = false;
+    sim.validate()
+        .context("invalid simulation settings ([simulate])")?;
+    let refdata = dir.join(format!("ref-{:x}", sim.seed));
+    let truth = dir.join(format!("truth-{:x}.parquet", sim.seed));
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let outputs = lakehouse_simulator::Outputs {
+        brokers: Some(cfg.kafka.brokers.clone()),
+        truth: Some(truth.clone()),
+        refdata: Some(refdata.clone()),
+    };
+    let flag = Arc::new(AtomicBool::new(false));
+    let on_stop = flag.clone();
+    tokio::spawn(async move {
+        stop.await;
+        on_stop.store(true, Ordering::Relaxed);
+    });
+    let seed = sim.seed;
+    let task = tokio::task::spawn_blocking(move || {
+        lakehouse_simulator::run(&sim, &outputs, &flag, &mut |_| {})
+            .map(|_| ())
+            .map_err(anyhow::Error::from)
+    });
+    // the simulator writes its reference data as it starts
+    let files = ["instruments.csv", "accounts.csv", "fx_rates.csv"].map(|f| refdata.join(f));
+    for _ in 0..600 {
+        if files.iter().all(|f| f.is_file()) || task.is_finished() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if task.is_finished() {
+        task.await??;
+        bail!("the simulator stopped at once");
+    }
+    let [i, a, f] = files;
+    crate::refdata::load(cfg, Some(i), Some(a), Some(f))
+        .await
+        .context("cannot load the simulator's reference data")?;
+    let text = format!(
+        "simulator seed {seed:x} at {} msgs/s; ground truth {} (written when it stops)",
+        cfg.simulate.rate,
+        truth.display()
+    );
+    Ok((task, text))
 }

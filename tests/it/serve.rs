@@ -315,6 +315,27 @@ impl Truth {
         Truth { rows, offset }
     }
 
+    /// The ground truths of several runs in the order they ran, as one: each run's messages
+    /// follow the earlier runs' on every topic.
+    fn read_runs(paths: &[PathBuf]) -> Truth {
+        let mut all = Truth {
+            rows: Vec::new(),
+            offset: HashMap::new(),
+        };
+        let mut base: BTreeMap<String, i64> = BTreeMap::new();
+        for (run, path) in paths.iter().enumerate() {
+            let one = Truth::read(path);
+            for mut r in one.rows {
+                let o = one.offset[&r.message_seq] + base.get(&r.topic).copied().unwrap_or(0);
+                r.message_seq += (run as u64) << 40;
+                all.offset.insert(r.message_seq, o);
+                all.rows.push(r);
+            }
+            base = all.per_topic();
+        }
+        all
+    }
+
     /// The messages before `next` (per topic).
     fn prefix(&self, next: &BTreeMap<String, i64>) -> Vec<Row> {
         self.rows
@@ -1699,11 +1720,17 @@ impl Drop for Up {
 }
 
 fn spawn_up(d: &Path, n: usize) -> Up {
+    spawn_up_with(d, n, &[])
+}
+
+/// `lakehouse up ARGS`, waiting until it says it runs.
+fn spawn_up_with(d: &Path, n: usize, args: &[&str]) -> Up {
     let log = std::fs::File::create(d.join(format!("up-{n}.log"))).unwrap();
     Up(Command::new(lakehouse_tests::lakehouse_bin().unwrap())
         .args(["--config"])
         .arg(d.join("up.toml"))
         .arg("up")
+        .args(args)
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log)
@@ -1735,10 +1762,9 @@ fn stop_up(d: &Path, up: &mut Up, n: usize) {
     }
 }
 
-#[test]
-fn up_runs_every_role_with_a_local_broker_and_resumes_after_a_stop() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+/// Writes `d/up.toml` for `lakehouse up` on free ports with `[simulate]` settings `simulate`;
+/// returns (broker port, gRPC address, metrics port).
+fn up_config(d: &Path, simulate: &str) -> (u16, String, u16) {
     let (broker_port, grpc_port, metrics_port) = (
         lakehouse_tests::free_port(),
         lakehouse_tests::free_port(),
@@ -1750,11 +1776,19 @@ fn up_runs_every_role_with_a_local_broker_and_resumes_after_a_stop() {
         format!(
             "[lake]\nroot = \"{}\"\n\n[up]\nbroker-listen = \"127.0.0.1:{broker_port}\"\nmetrics-listen = \"127.0.0.1:{metrics_port}\"\n\n\
              [serving]\nlisten = \"{grpc}\"\nledger-poll = \"200ms\"\n\n[ingest]\nsession-timeout = \"6s\"\nmax-latency = \"300ms\"\n\n\
-             [speed]\ncheckpoint-interval = \"500ms\"\n\n[simulate]\npartitions = 1\nsession = \"1h\"\ntime-scale = 500.0\n",
+             [speed]\ncheckpoint-interval = \"500ms\"\n\n[simulate]\npartitions = 1\n{simulate}\n",
             d.join("lake").display()
         ),
     )
     .unwrap();
+    (broker_port, grpc, metrics_port)
+}
+
+#[test]
+fn up_runs_every_role_with_a_local_broker_and_resumes_after_a_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (broker_port, grpc, metrics_port) = up_config(d, "session = \"1h\"\ntime-scale = 500.0");
     // `up` starts its own broker (no [kafka] brokers configured) and creates the topics
     let mut up = spawn_up(d, 0);
     let log0 = || std::fs::read_to_string(d.join("up-0.log")).unwrap_or_default();
@@ -1881,4 +1915,85 @@ fn up_runs_every_role_with_a_local_broker_and_resumes_after_a_stop() {
         },
     );
     stop_up(d, &mut up, 1);
+}
+
+#[test]
+fn up_simulate_flows_at_once_and_restarts_lose_and_repeat_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_, grpc, _) = up_config(d, "rate = 3000.0");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let tally: Tally = Arc::default();
+    let caller = || {
+        let channel = rt.block_on(async {
+            Channel::from_shared(format!("http://{grpc}"))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap()
+        });
+        Caller::new(&channel, None, "anonymous", &tally)
+    };
+    let started = |n: usize| {
+        let log = || std::fs::read_to_string(d.join(format!("up-{n}.log"))).unwrap_or_default();
+        until(
+            Duration::from_secs(120),
+            || format!("up did not start:\n{}", log()),
+            || log().contains("lakehouse up: running"),
+        );
+    };
+    // data flows at once; people and the Python client see it
+    let mut seen = 0;
+    for n in 0..2 {
+        let mut up = spawn_up_with(d, n, &["--simulate"]);
+        started(n);
+        let c = caller();
+        until(
+            Duration::from_secs(120),
+            || format!("no data flowed in run {n}"),
+            || rt.block_on(c.status()).unwrap().speed_events > seen + 3000,
+        );
+        seen = rt.block_on(c.status()).unwrap().speed_events;
+        let mut q = Command::new(lakehouse_tests::lakehouse_bin().unwrap());
+        q.args(["query", "--server", &format!("http://{grpc}"), "positions"]);
+        assert!(ok(q).contains("ACCOUNT"));
+        let client = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/python/lakehouse_client.py"
+        );
+        let out = Command::new(lakehouse_tests::python_bin().unwrap())
+            .args([client, "--server", &grpc, "positions"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(!v["positions"].as_array().unwrap().is_empty(), "{v}");
+        stop_up(d, &mut up, n);
+    }
+    // once more without the simulator: everything both runs produced, counted once
+    let mut truths: Vec<PathBuf> = std::fs::read_dir(d.join("lake.kafka/simulate"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .collect();
+    truths.sort_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap());
+    assert_eq!(truths.len(), 2, "{truths:?}");
+    let truth = Truth::read_runs(&truths);
+    let mut up = spawn_up(d, 2);
+    started(2);
+    let c = caller();
+    wait_served(&rt, &c, &truth.per_topic());
+    let check = Check {
+        truth: &truth,
+        from: 0,
+        to: 0,
+    };
+    let p = rt.block_on(c.positions(all_positions())).unwrap();
+    check.positions(&p, "after two simulated runs and restarts");
+    assert!(p.positions.len() > 20, "{}", p.positions.len());
+    stop_up(d, &mut up, 2);
 }

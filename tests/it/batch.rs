@@ -653,6 +653,85 @@ fn simulated_days_equal_the_truth_reruns_are_byte_identical_and_a_killed_run_pub
             assert_eq!(total, want, "{reader} {table}.{column}");
         }
     }
+
+    // the analyst's example, as a script and as the notebook: its checks hold on this lake
+    let count = |t: &str| -> usize { read(&rt, &lake, t).iter().map(RecordBatch::num_rows).sum() };
+    for got in analysis(&lake, &d.join("analysis")) {
+        assert_eq!(got["vwap_mismatches"], 0, "{got}");
+        assert_eq!(got["daily_bars"], count(names::DAILY_BARS), "{got}");
+        assert_eq!(got["positions_rows"], count(names::POSITIONS), "{got}");
+        assert_eq!(got["exposure_rows"], count(names::DESK_EXPOSURE), "{got}");
+        assert!(got["dates"].as_u64().unwrap() >= 3, "{got}");
+        let png = std::fs::read(got["plot"].as_str().unwrap()).unwrap();
+        assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+    }
+}
+
+/// Runs the analyst's example on `lake` as a script and as the notebook (executed headless);
+/// each prints its checks as JSON on its last line.
+fn analysis(lake: &Path, out: &Path) -> [serde_json::Value; 2] {
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
+    let run = |c: &mut Command| {
+        let o = c.output().unwrap();
+        assert!(
+            o.status.success(),
+            "{c:?}: {}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        serde_json::from_str(text.lines().last().unwrap()).unwrap()
+    };
+    let python = lakehouse_tests::python_bin().unwrap();
+    let script = run(Command::new(&python)
+        .arg(format!("{examples}/analysis.py"))
+        .arg(lake)
+        .arg(out.join("script")));
+    // the notebook: every cell run by a kernel; its last cell's output is the checks
+    let notebook = run(Command::new(&python)
+        .args([
+            "-c",
+            "import json, nbformat, nbclient, sys\n\
+             nb = nbformat.read(sys.argv[1], as_version=4)\n\
+             nbclient.NotebookClient(nb, kernel_name='python3', timeout=600).execute()\n\
+             print(nb.cells[-1].outputs[-1]['text'].strip().splitlines()[-1])",
+        ])
+        .arg(format!("{examples}/notebook.ipynb"))
+        .env("LAKE", lake)
+        .env("OUT", out.join("notebook")));
+    [script, notebook]
+}
+
+/// `examples/notebook.ipynb` holds the code cells of `examples/analysis.py` (`# %%` marks a
+/// cell), so the two never drift apart.
+#[test]
+fn the_notebook_holds_the_scripts_cells() {
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
+    let script = std::fs::read_to_string(format!("{examples}/analysis.py")).unwrap();
+    let want: Vec<String> = script
+        .split("# %%")
+        .skip(1)
+        .filter(|c| !c.starts_with(" [markdown]"))
+        .map(|c| c.trim_matches('\n').to_string())
+        .collect();
+    let nb: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(format!("{examples}/notebook.ipynb")).unwrap())
+            .unwrap();
+    let got: Vec<String> = nb["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["cell_type"] == "code")
+        .map(|c| {
+            c["source"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l.as_str().unwrap())
+                .collect::<String>()
+        })
+        .collect();
+    assert_eq!(got, want);
 }
 
 /// The totals compared with the Python readers: (table, decimal column summed).

@@ -201,13 +201,7 @@ async fn roles(
         let _ = rx.wait_for(|s| *s).await;
     };
 
-    // metrics: one endpoint
     let metrics = Metrics::new();
-    let listener = tokio::net::TcpListener::bind(&cfg.up.metrics_listen)
-        .await
-        .with_context(|| format!("cannot listen for metrics on {}", cfg.up.metrics_listen))?;
-    let metrics_addr = listener.local_addr()?;
-    tokio::spawn(metrics.clone().serve(listener));
 
     let mut tasks: Vec<(&str, tokio::task::JoinHandle<Result<()>>)> = Vec::new();
     // the simulator, first: its reference data is loaded before the other roles start
@@ -259,6 +253,19 @@ async fn roles(
             }),
         ));
     }
+    // one metrics endpoint: ingest's counters, and the speed view and the served batch run
+    // read at each scrape
+    let listener = tokio::net::TcpListener::bind(&cfg.up.metrics_listen)
+        .await
+        .with_context(|| format!("cannot listen for metrics on {}", cfg.up.metrics_listen))?;
+    let metrics_addr = listener.local_addr()?;
+    let served = Served::new(lake.clone(), calendar, handle.clone());
+    let scrape = served.clone();
+    tokio::spawn(
+        metrics
+            .clone()
+            .serve_with(listener, move || role_metrics(&scrape)),
+    );
     // the batch scheduler
     {
         let scheduler = Scheduler::new(
@@ -278,7 +285,7 @@ async fn roles(
     {
         let (serving_cfg, served, thresholds, s) = (
             cfg.serving.clone(),
-            Served::new(lake.clone(), calendar, handle),
+            served,
             cfg.batch.large_trade_thresholds.clone(),
             stopped(stop_rx.clone()),
         );
@@ -404,4 +411,65 @@ async fn simulator(
         truth.display()
     );
     Ok((task, text))
+}
+
+/// The speed view's and serving's metrics, in the Prometheus text format.
+fn role_metrics(served: &Served) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, rows: Vec<(String, f64)>| {
+        let _ = writeln!(out, "# HELP lakehouse_{name} {help}.");
+        let _ = writeln!(out, "# TYPE lakehouse_{name} gauge");
+        for (labels, v) in rows {
+            let _ = writeln!(out, "lakehouse_{name}{labels} {v}");
+        }
+    };
+    let (events, pending, watermark, offsets) = {
+        let views = served.views();
+        let offsets: Vec<(String, f64)> = views
+            .consumed()
+            .iter()
+            .flat_map(|(t, parts)| {
+                parts
+                    .iter()
+                    .map(move |(p, o)| (format!("{{topic=\"{t}\",partition=\"{p}\"}}"), *o as f64))
+            })
+            .collect();
+        (
+            views.events(),
+            views.pending_restatement(),
+            views.watermark(),
+            offsets,
+        )
+    };
+    gauge(
+        "speed_events",
+        "Events held by the speed view",
+        vec![(String::new(), events as f64)],
+    );
+    gauge(
+        "speed_next_offset",
+        "Next offset the speed view reads, per partition",
+        offsets,
+    );
+    if let Some(w) = watermark {
+        gauge(
+            "speed_watermark_seconds",
+            "Event-time watermark of the live windows, epoch seconds",
+            vec![(String::new(), w as f64 / 1e6)],
+        );
+    }
+    gauge(
+        "speed_late_events_pending",
+        "Events of reported dates waiting for a restatement",
+        vec![(String::new(), pending as f64)],
+    );
+    if let Some(run) = served.snapshot().run.as_ref() {
+        gauge(
+            "serving_batch_date_days",
+            "Business date of the served batch run, days since 1970-01-01",
+            vec![(String::new(), f64::from(run.date.days_since_epoch()))],
+        );
+    }
+    out
 }

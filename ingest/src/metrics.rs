@@ -127,15 +127,33 @@ impl Metrics {
 
     /// Serves [`Metrics::render`] over HTTP on `listener` until the task is dropped.
     pub async fn serve(self, listener: TcpListener) {
+        self.serve_with(listener, String::new).await;
+    }
+
+    /// Serves [`Metrics::render`] and the text `more()` gives at each scrape (the metrics of
+    /// other roles, in the same exposition format) over HTTP on `listener`.
+    pub async fn serve_with(
+        self,
+        listener: TcpListener,
+        more: impl Fn() -> String + Send + Sync + 'static,
+    ) {
+        let more = Arc::new(more);
         loop {
             let Ok((mut sock, _)) = listener.accept().await else {
                 continue;
             };
             let metrics = self.clone();
+            let more = more.clone();
             tokio::spawn(async move {
                 let mut req = [0u8; 2048];
                 let _ = sock.read(&mut req).await;
-                let body = metrics.render();
+                let mut body = metrics.render();
+                // the other roles' lines go before the closing `# EOF`
+                let extra = more();
+                if !extra.is_empty() {
+                    let end = body.rfind("# EOF").unwrap_or(body.len());
+                    body.insert_str(end, &extra);
+                }
                 let head = format!(
                     "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
                     body.len()

@@ -1863,7 +1863,12 @@ fn up_runs_every_role_with_a_local_broker_and_resumes_after_a_stop() {
         text
     };
     assert!(
-        metrics.starts_with("HTTP/1.1 200") && metrics.contains("lakehouse_ingest_"),
+        metrics.starts_with("HTTP/1.1 200")
+            && metrics.contains("lakehouse_ingest_")
+            && metrics
+                .contains("lakehouse_speed_next_offset{topic=\"executions\",partition=\"0\"}")
+            && metrics.contains("lakehouse_serving_batch_date_days")
+            && metrics.trim_end().ends_with("# EOF"),
         "{metrics}"
     );
     stop_up(d, &mut up, 0);

@@ -63,6 +63,9 @@ impl Broker {
             .args(["broker", "--storage-engine", "sqlite://tansu.db"])
             .args(["--listener-url", &url, "--advertised-listener-url", &url])
             .current_dir(data)
+            // its own process group: Ctrl-C in a terminal (or a signal to up's group) must not
+            // stop the broker before the roles have committed through it; up stops it last
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -2002,3 +2002,45 @@ fn up_simulate_flows_at_once_and_restarts_lose_and_repeat_nothing() {
     assert!(p.positions.len() > 20, "{}", p.positions.len());
     stop_up(d, &mut up, 2);
 }
+
+#[test]
+fn the_readmes_run_command_runs_up_with_the_simulator_and_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/run.sh");
+    let port = || format!("127.0.0.1:{}", lakehouse_tests::free_port());
+    let out = Command::new("bash")
+        .arg(script)
+        .env("LAKE", d.join("data/lake"))
+        .env("RUN_SECONDS", "20")
+        .env("LAKEHOUSE_BIN", lakehouse_tests::lakehouse_bin().unwrap())
+        .env("LAKEHOUSE__UP__BROKER_LISTEN", port())
+        .env("LAKEHOUSE__UP__METRICS_LISTEN", port())
+        .env("LAKEHOUSE__SERVING__LISTEN", port())
+        .env("LAKEHOUSE__INGEST__SESSION_TIMEOUT", "6s")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("lakehouse up: running"), "{stderr}");
+    assert!(
+        stdout.contains("every role committed what it held"),
+        "{stdout}\n{stderr}"
+    );
+    // data flowed into the lake while it ran
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let rows = rt.block_on(async {
+        let l = open(&d.join("data/lake")).await;
+        l.table(names::EXECUTIONS)
+            .await
+            .unwrap()
+            .count_rows()
+            .await
+            .unwrap()
+    });
+    assert!(rows > 1000, "{rows} executions landed");
+}

@@ -43,6 +43,44 @@ pub(crate) fn stop_signal() -> Result<impl std::future::Future<Output = ()>> {
     }
 }
 
+/// One stop shared by the tasks of a process: set by SIGINT/SIGTERM (handlers installed at
+/// once, see [`stop_signal`]) or by [`Stop::stop`].
+#[derive(Clone)]
+pub(crate) struct Stop(std::sync::Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Stop {
+    /// A stop that SIGINT or SIGTERM sets; `why` is logged when the signal arrives.
+    pub(crate) fn on_signal(why: &'static str) -> Result<Stop> {
+        let signal = stop_signal()?;
+        let stop = Stop(std::sync::Arc::new(tokio::sync::watch::channel(false).0));
+        let on_signal = stop.clone();
+        tokio::spawn(async move {
+            signal.await;
+            info!("{why}");
+            on_signal.stop();
+        });
+        Ok(stop)
+    }
+
+    /// Stops every task waiting on [`Stop::stopped`].
+    pub(crate) fn stop(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// Has the stop been given?
+    pub(crate) fn is_stopped(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves once the stop is given.
+    pub(crate) fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.0.subscribe();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    }
+}
+
 pub(crate) async fn run(cfg: Config, args: IngestArgs) -> Result<String> {
     let stop = stop_signal()?;
     let mut icfg = cfg.ingest.clone();

@@ -11,6 +11,20 @@ use lakehouse_speed::views::Views;
 use tracing::info;
 
 use crate::config::Config;
+use crate::ingest::Stop;
+
+/// The speed layer's handle, its views leaving out `[batch] excluded-conditions` as the batch
+/// view does.
+pub(crate) fn speed_handle(
+    cfg: &Config,
+    calendar: lakehouse_lake::BusinessCalendar,
+) -> SpeedHandle {
+    let mut handle = SpeedHandle::new(calendar);
+    handle.views = Arc::new(RwLock::new(
+        Views::new(calendar).with_excluded_conditions(cfg.batch.excluded_conditions.clone()),
+    ));
+    handle
+}
 
 pub(crate) async fn run(cfg: Config) -> Result<String> {
     cfg.serving
@@ -18,29 +32,16 @@ pub(crate) async fn run(cfg: Config) -> Result<String> {
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
     let calendar = cfg.calendar.calendar()?;
     let lake = Lake::open(&cfg.lake).await?;
-    let mut handle = SpeedHandle::new(calendar);
-    handle.views = Arc::new(RwLock::new(
-        Views::new(calendar).with_excluded_conditions(cfg.batch.excluded_conditions.clone()),
-    ));
-    // one stop signal for both halves
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stop_tx = Arc::new(stop_tx);
-    let signal = crate::ingest::stop_signal()?;
-    let on_signal = stop_tx.clone();
-    tokio::spawn(async move {
-        signal.await;
-        let _ = on_signal.send(true);
-    });
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
+    let handle = speed_handle(&cfg, calendar);
+    // one stop for both halves
+    let stop = Stop::on_signal("stopping the server and its speed view")?;
     let mut speed_cfg = cfg.speed.clone();
     speed_cfg.follower = true;
     let (brokers, speed_lake, speed_handle, speed_stop) = (
         cfg.kafka.brokers.clone(),
         lake.clone(),
         handle.clone(),
-        stopped(stop_rx.clone()),
+        stop.stopped(),
     );
     let mut speed = tokio::spawn(async move {
         lakehouse_speed::run(
@@ -60,7 +61,7 @@ pub(crate) async fn run(cfg: Config) -> Result<String> {
         served,
         cfg.batch.large_trade_thresholds.clone(),
         |addr| eprintln!("lakehouse serve: listening on {addr}"),
-        stopped(stop_rx),
+        stop.stopped(),
     );
     tokio::pin!(serving);
     // whichever half ends first stops the other: a speed view that failed (a missing topic,
@@ -68,14 +69,14 @@ pub(crate) async fn run(cfg: Config) -> Result<String> {
     // longer moves
     let (result, speed) = tokio::select! {
         r = &mut serving => {
-            let _ = stop_tx.send(true);
+            stop.stop();
             (r, (&mut speed).await)
         }
         s = &mut speed => {
-            if !*stop_tx.borrow() {
+            if !stop.is_stopped() {
                 tracing::error!("the speed view stopped; stopping the server");
             }
-            let _ = stop_tx.send(true);
+            stop.stop();
             (serving.await, s)
         }
     };

@@ -16,12 +16,10 @@ use lakehouse_batch::schedule::Scheduler;
 use lakehouse_ingest::Metrics;
 use lakehouse_lake::Lake;
 use lakehouse_serving::state::Served;
-use lakehouse_speed::SpeedHandle;
-use lakehouse_speed::views::Views;
-use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::ingest::Stop;
 
 /// The local broker: a tansu process with its durable SQLite engine.
 struct Broker {
@@ -142,7 +140,7 @@ pub(crate) async fn run(mut cfg: Config, simulate: bool) -> Result<String> {
         .batch
         .schedule(calendar)
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
-    let signal = crate::ingest::stop_signal()?;
+    let stop = Stop::on_signal("stopping every role")?;
     let broker = if cfg.brokers_configured {
         None
     } else {
@@ -156,7 +154,7 @@ pub(crate) async fn run(mut cfg: Config, simulate: bool) -> Result<String> {
     } else {
         None
     };
-    let result = roles(&cfg, calendar, schedule, signal, broker.as_ref(), sim_dir).await;
+    let result = roles(&cfg, calendar, schedule, stop, broker.as_ref(), sim_dir).await;
     if let Some(b) = broker {
         b.stop().await;
     }
@@ -167,7 +165,7 @@ async fn roles(
     cfg: &Config,
     calendar: lakehouse_lake::BusinessCalendar,
     schedule: lakehouse_batch::schedule::Schedule,
-    signal: impl std::future::Future<Output = ()> + Send + 'static,
+    stop: Stop,
     broker: Option<&Broker>,
     sim_dir: Option<PathBuf>,
 ) -> Result<String> {
@@ -192,17 +190,6 @@ async fn roles(
 
     let lake = Lake::open(&cfg.lake).await?;
     lake.ensure_catalog().await?;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stop_tx = Arc::new(stop_tx);
-    let on_signal = stop_tx.clone();
-    tokio::spawn(async move {
-        signal.await;
-        info!("stopping every role");
-        let _ = on_signal.send(true);
-    });
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
 
     let metrics = Metrics::new();
 
@@ -210,7 +197,7 @@ async fn roles(
     // the simulator, first: its reference data is loaded before the other roles start
     let mut simulated = None;
     if let Some(dir) = sim_dir {
-        let (task, text) = simulator(cfg, &dir, stopped(stop_rx.clone())).await?;
+        let (task, text) = simulator(cfg, &dir, stop.stopped()).await?;
         tasks.push(("simulator", task));
         simulated = Some(text);
     }
@@ -221,7 +208,7 @@ async fn roles(
             brokers.clone(),
             lake.clone(),
             metrics.clone(),
-            stopped(stop_rx.clone()),
+            stop.stopped(),
         );
         tasks.push((
             "ingest",
@@ -234,17 +221,14 @@ async fn roles(
         ));
     }
     // the speed layer, whose views serving answers from
-    let mut handle = SpeedHandle::new(calendar);
-    handle.views = Arc::new(std::sync::RwLock::new(
-        Views::new(calendar).with_excluded_conditions(cfg.batch.excluded_conditions.clone()),
-    ));
+    let handle = crate::serve::speed_handle(cfg, calendar);
     {
         let (scfg, b, l, h, s) = (
             cfg.speed.clone(),
             brokers.clone(),
             lake.clone(),
             handle.clone(),
-            stopped(stop_rx.clone()),
+            stop.stopped(),
         );
         tasks.push((
             "speed",
@@ -278,7 +262,7 @@ async fn roles(
             cfg.batch.catch_up,
             cfg.batch.maintenance.clone(),
         );
-        let s = stopped(stop_rx.clone());
+        let s = stop.stopped();
         tasks.push((
             "batch scheduler",
             tokio::spawn(async move { scheduler.run(s).await.map_err(anyhow::Error::from) }),
@@ -290,7 +274,7 @@ async fn roles(
             cfg.serving.clone(),
             served,
             cfg.batch.large_trade_thresholds.clone(),
-            stopped(stop_rx.clone()),
+            stop.stopped(),
         );
         let (lake_root, broker_text) = (
             lake.root().to_string(),
@@ -331,13 +315,13 @@ async fn roles(
     while !pending.is_empty() {
         let ((name, r), _, rest) = futures::future::select_all(pending).await;
         pending = rest;
-        if !*stop_tx.borrow() {
+        if !stop.is_stopped() {
             warn!(
                 role = name,
                 "a role ended before the stop; stopping the others"
             );
         }
-        let _ = stop_tx.send(true);
+        stop.stop();
         match r {
             Ok(Ok(())) => info!(role = name, "stopped"),
             Ok(Err(e)) => failures.push(format!("{name}: {e:#}")),

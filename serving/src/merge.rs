@@ -26,7 +26,7 @@ use lakehouse_lake::events::{Execution, Lifecycle, Side};
 use lakehouse_lake::positions::{Position, Positions, Rank};
 use lakehouse_lake::{BusinessCalendar, BusinessDate, Decimal, EventTime};
 use lakehouse_speed::bars::{Bar, Print};
-use lakehouse_speed::views::{Boundary, Interval, Payload, Views};
+use lakehouse_speed::views::{Boundary, Interval, LargeTrade, Payload, Views, large_trades_of};
 use lakehouse_speed::window::Aggregate;
 use rustc_hash::FxHashMap;
 
@@ -350,27 +350,6 @@ pub fn bars(
     })
 }
 
-/// An effective execution at or above its threshold.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LargeTrade {
-    /// Business date.
-    pub date: BusinessDate,
-    /// Execution id.
-    pub exec_id: String,
-    /// Account.
-    pub account: String,
-    /// Symbol.
-    pub symbol: String,
-    /// Side.
-    pub side: Side,
-    /// Effective price.
-    pub price: Decimal,
-    /// Effective quantity.
-    pub quantity: Decimal,
-    /// price x quantity (rounded at 8 decimals).
-    pub notional: Decimal,
-}
-
 /// Effective executions of business dates `from..=to` whose notional is at or above
 /// `limit(symbol)`, of accounts `wanted` accepts; sorted by date then exec id. Per date, the
 /// batch's effective executions and the speed view's executions of that date make one book,
@@ -382,7 +361,7 @@ pub fn large_trades(
     to: BusinessDate,
     limit: &dyn Fn(&str) -> Option<Decimal>,
     wanted: &dyn Fn(&str) -> bool,
-) -> Result<Vec<LargeTrade>, Missing> {
+) -> Result<Vec<(BusinessDate, LargeTrade)>, Missing> {
     let mut books: BTreeMap<BusinessDate, Positions> = BTreeMap::new();
     if let Some(d) = batch.date() {
         let mut day = from;
@@ -406,34 +385,13 @@ pub fn large_trades(
                 .add(x, e.partition, e.offset);
         }
     }
-    let mut out = Vec::new();
-    for (date, book) in books {
-        for (account, symbol) in book.keys() {
-            if !wanted(&account) {
-                continue;
-            }
-            let Some(threshold) = limit(&symbol) else {
-                continue;
-            };
-            for (_, exec_id, side, price, quantity) in book.effective_fills(&account, &symbol) {
-                let Ok(notional) = price.mul_rounded(quantity) else {
-                    continue;
-                };
-                if notional >= threshold {
-                    out.push(LargeTrade {
-                        date,
-                        exec_id,
-                        account: account.clone(),
-                        symbol: symbol.clone(),
-                        side,
-                        price,
-                        quantity,
-                        notional,
-                    });
-                }
-            }
-        }
-    }
-    out.sort_by(|a, b| (a.date, &a.exec_id).cmp(&(b.date, &b.exec_id)));
-    Ok(out)
+    // dates in order, exec ids in order within each
+    Ok(books
+        .into_iter()
+        .flat_map(|(date, book)| {
+            large_trades_of(&book, wanted, limit)
+                .into_iter()
+                .map(move |t| (date, t))
+        })
+        .collect())
 }

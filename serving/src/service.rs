@@ -634,8 +634,8 @@ impl Lakehouse for Service {
                     Ok(pb::ListLargeTradesResponse {
                         trades: trades
                             .into_iter()
-                            .map(|t| pb::LargeTrade {
-                                business_date: t.date.to_string(),
+                            .map(|(date, t)| pb::LargeTrade {
+                                business_date: date.to_string(),
                                 desk: reference
                                     .accounts
                                     .get(&t.account)

@@ -657,33 +657,44 @@ impl Views {
     /// Effective executions (after amends and cancels) with a notional (price x quantity) at
     /// or above `threshold(symbol)`, sorted by exec id.
     pub fn large_trades(&self, threshold: impl Fn(&str) -> Option<Decimal>) -> Vec<LargeTrade> {
-        let mut out = Vec::new();
-        for (account, symbol) in self.agg.positions.keys() {
-            let Some(limit) = threshold(&symbol) else {
+        large_trades_of(&self.agg.positions, |_| true, threshold)
+    }
+}
+
+/// The effective executions of `book`, of accounts `wanted` accepts, whose notional (price x
+/// quantity) is at or above `threshold(symbol)`; sorted by exec id.
+pub fn large_trades_of(
+    book: &Positions,
+    wanted: impl Fn(&str) -> bool,
+    threshold: impl Fn(&str) -> Option<Decimal>,
+) -> Vec<LargeTrade> {
+    let mut out = Vec::new();
+    for (account, symbol) in book.keys() {
+        if !wanted(&account) {
+            continue;
+        }
+        let Some(limit) = threshold(&symbol) else {
+            continue;
+        };
+        for (_, exec_id, side, price, quantity) in book.effective_fills(&account, &symbol) {
+            let Ok(notional) = price.mul_rounded(quantity) else {
                 continue;
             };
-            for (_, exec_id, side, price, quantity) in
-                self.agg.positions.effective_fills(&account, &symbol)
-            {
-                let Ok(notional) = price.mul_rounded(quantity) else {
-                    continue;
-                };
-                if notional >= limit {
-                    out.push(LargeTrade {
-                        exec_id,
-                        account: account.clone(),
-                        symbol: symbol.clone(),
-                        side,
-                        price,
-                        quantity,
-                        notional,
-                    });
-                }
+            if notional >= limit {
+                out.push(LargeTrade {
+                    exec_id,
+                    account: account.clone(),
+                    symbol: symbol.clone(),
+                    side,
+                    price,
+                    quantity,
+                    notional,
+                });
             }
         }
-        out.sort_by(|a, b| a.exec_id.cmp(&b.exec_id));
-        out
     }
+    out.sort_by(|a, b| a.exec_id.cmp(&b.exec_id));
+    out
 }
 
 /// An execution at or above its large-trade threshold.

@@ -47,6 +47,10 @@ pub struct BatchConfig {
     /// Table maintenance after scheduled runs and for `lakehouse table optimize|vacuum`.
     #[serde(default)]
     pub maintenance: MaintenanceConfig,
+    /// `lakehouse batch schedule`: Prometheus metrics (runs, retries, durations, pending
+    /// dates) on http://ADDR/metrics; unset: off.
+    #[serde(default)]
+    pub metrics_listen: Option<String>,
 }
 
 fn default_catch_up() -> Duration {
@@ -79,6 +83,7 @@ impl Default for BatchConfig {
             retry_backoff: default_backoff(),
             max_backoff: default_max_backoff(),
             maintenance: MaintenanceConfig::default(),
+            metrics_listen: None,
         }
     }
 }

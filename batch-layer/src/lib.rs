@@ -5,12 +5,14 @@
 //! - [`runner`]: one business date through the chain, published in the run ledger.
 //! - [`schedule`] and [`cron`]: `lakehouse batch schedule` (catch-up, retries).
 //! - [`maintenance`]: compaction, checkpoints and vacuum.
+//! - [`metrics`]: the scheduler's Prometheus metrics.
 
 pub mod config;
 pub mod cron;
 pub mod frame;
 pub mod jobs;
 pub mod maintenance;
+pub mod metrics;
 pub mod runner;
 pub mod schedule;
 

@@ -17,6 +17,7 @@ use lakehouse_lake::{BusinessCalendar, BusinessDate, EventTime};
 
 use crate::cron::{Cron, CronError};
 use crate::maintenance::{self, MaintenanceConfig};
+use crate::metrics::BatchMetrics;
 use crate::runner::{RunError, RunReport, Runner, read_ledger};
 
 /// When the job chain runs.
@@ -142,6 +143,7 @@ pub struct Scheduler {
     retry: RetryPolicy,
     catch_up: Duration,
     maintenance: MaintenanceConfig,
+    metrics: BatchMetrics,
 }
 
 impl Scheduler {
@@ -159,7 +161,13 @@ impl Scheduler {
             retry,
             catch_up,
             maintenance,
+            metrics: BatchMetrics::new(),
         }
+    }
+
+    /// The scheduler's metrics (runs, retries, durations, pending dates).
+    pub fn metrics(&self) -> &BatchMetrics {
+        &self.metrics
     }
 
     /// The schedule.
@@ -178,27 +186,59 @@ impl Scheduler {
             .collect();
         due.retain(|d| !done.contains(d));
         let mut pass = Pass::default();
-        for date in due.clone() {
-            tracing::info!(%date, "running");
+        let m = &self.metrics;
+        m.pending_dates.set(due.len() as i64);
+        let total = due.len();
+        for (i, date) in due.clone().into_iter().enumerate() {
+            if total > 1 {
+                // catch-up or a backfill of several dates: say where it is
+                tracing::info!(%date, "running {} of {total}", i + 1);
+            } else {
+                tracing::info!(%date, "running");
+            }
             let run = self
                 .retry
-                .run(|e: &RunError| !e.is_permanent(), || self.runner.run(date))
+                .run(
+                    |e: &RunError| {
+                        let again = !e.is_permanent();
+                        if again {
+                            m.retries.inc();
+                        }
+                        again
+                    },
+                    || self.runner.run(date),
+                )
                 .await;
             match run {
                 Ok(report) => {
                     tracing::info!(%date, run_id = %report.run_id, seconds = report.seconds, "published");
+                    m.status(&m.runs, "succeeded");
+                    m.run_seconds.observe(report.seconds);
+                    m.restated.inc_by(report.restated.len() as u64);
+                    m.published_date.set(i64::from(date.days_since_epoch()));
                     due.remove(&date);
+                    m.pending_dates.set(due.len() as i64);
                     pass.published.push(report);
                 }
                 Err(e) => {
                     tracing::error!(%date, error = %e, "run failed after its retries; later dates wait");
+                    m.status(&m.runs, "failed");
                     pass.failed = Some((date, e.to_string()));
                     break;
                 }
             }
         }
         if let (true, Some(last)) = (self.maintenance.enabled, pass.published.last()) {
-            self.maintain(last.date).await?;
+            let maintained = self.maintain(last.date).await;
+            m.status(
+                &m.maintenance,
+                if maintained.is_ok() {
+                    "succeeded"
+                } else {
+                    "failed"
+                },
+            );
+            maintained?;
         }
         pass.pending = due;
         Ok(pass)

@@ -438,6 +438,26 @@ async fn scheduler_catches_up_missed_dates_then_maintains() {
         .collect();
     assert!(ops.iter().any(|o| o == "OPTIMIZE"), "{ops:?}");
     assert_eq!(tape.file_uris().unwrap().len(), 2, "05 compacted, 06 alone");
+    let text = scheduler.metrics().render();
+    for line in [
+        "lakehouse_batch_runs_total{status=\"succeeded\"} 2",
+        "lakehouse_batch_run_seconds_count 2",
+        "lakehouse_batch_pending_dates 0",
+        "lakehouse_batch_maintenance_total{status=\"succeeded\"} 1",
+        "lakehouse_batch_retries_total 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
+    }
+    let days = day("2026-01-06").days_since_epoch();
+    assert!(
+        text.lines()
+            .any(|l| l == format!("lakehouse_batch_published_date_days {days}")),
+        "{text}"
+    );
+    assert!(
+        !text.contains("# EOF"),
+        "joined with other roles' metrics: {text}"
+    );
     // nothing left: a second pass runs nothing
     let again = scheduler.pass(due).await.unwrap();
     assert!(again.published.is_empty());

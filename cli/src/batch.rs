@@ -105,6 +105,11 @@ pub(crate) async fn schedule(cfg: Config) -> Result<String> {
         cfg.batch.catch_up,
         cfg.batch.maintenance.clone(),
     );
+    if let Some(addr) = &cfg.batch.metrics_listen {
+        let m = scheduler.metrics().clone();
+        crate::metrics_endpoint(addr, move || lakehouse_lake::metrics::join(&[&m.render()]))
+            .await?;
+    }
     let crons: Vec<String> = scheduler
         .schedule()
         .crons()

@@ -91,11 +91,8 @@ pub(crate) async fn run(cfg: Config, args: IngestArgs) -> Result<String> {
     let lake = Lake::open(&cfg.lake).await?;
     let metrics = Metrics::new();
     if let Some(addr) = &icfg.metrics_listen {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen for metrics on {addr}"))?;
-        info!(addr = %listener.local_addr()?, "metrics on /metrics");
-        tokio::spawn(metrics.clone().serve(listener));
+        let m = metrics.clone();
+        crate::metrics_endpoint(addr, move || m.render()).await?;
     }
     info!(lake = %lake.root(), brokers = %cfg.kafka.brokers, "ingest starting");
     let summary = lakehouse_ingest::run(icfg, &cfg.kafka.brokers, lake, metrics, stop)

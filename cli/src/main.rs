@@ -416,6 +416,22 @@ async fn run(Cli { common, command }: Cli) -> Result<String> {
     }
 }
 
+/// Serves `render()` as Prometheus metrics on http://ADDR/metrics for as long as the process
+/// runs; the bound address (a `:0` port is chosen by the system).
+async fn metrics_endpoint(
+    addr: &str,
+    render: impl Fn() -> String + Send + Sync + 'static,
+) -> Result<std::net::SocketAddr> {
+    use anyhow::Context as _;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+    let bound = listener.local_addr()?;
+    tracing::info!(addr = %bound, "metrics on /metrics");
+    tokio::spawn(lakehouse_lake::metrics::serve(listener, render));
+    Ok(bound)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

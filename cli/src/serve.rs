@@ -55,6 +55,13 @@ pub(crate) async fn run(cfg: Config) -> Result<String> {
         .await
     });
     let served = Served::new(lake.clone(), calendar, handle);
+    if let Some(addr) = &cfg.serving.metrics_listen {
+        let requests = served.requests.clone();
+        crate::metrics_endpoint(addr, move || {
+            lakehouse_lake::metrics::join(&[&requests.render()])
+        })
+        .await?;
+    }
     info!(lake = %lake.root(), brokers = %cfg.kafka.brokers, "serving starting");
     let serving = lakehouse_serving::serve(
         &cfg.serving,

@@ -240,28 +240,29 @@ async fn roles(
             }),
         ));
     }
-    // one metrics endpoint: ingest's counters, and the speed view and the served batch run
-    // read at each scrape
-    let listener = tokio::net::TcpListener::bind(&cfg.up.metrics_listen)
-        .await
-        .with_context(|| format!("cannot listen for metrics on {}", cfg.up.metrics_listen))?;
-    let metrics_addr = listener.local_addr()?;
-    let served = Served::new(lake.clone(), calendar, handle.clone());
-    let scrape = served.clone();
-    tokio::spawn(
-        metrics
-            .clone()
-            .serve_with(listener, move || role_metrics(&scrape)),
-    );
     // the batch scheduler
+    let scheduler = Scheduler::new(
+        crate::batch::runner(cfg, lake.clone())?,
+        schedule,
+        cfg.batch.retry(),
+        cfg.batch.catch_up,
+        cfg.batch.maintenance.clone(),
+    );
+    // one metrics endpoint: ingest's counters, the scheduler's and the server's, and the
+    // speed view and the served batch run read at each scrape
+    let served = Served::new(lake.clone(), calendar, handle.clone());
+    let (scrape, batch_metrics) = (served.clone(), scheduler.metrics().clone());
+    let ingest_metrics = metrics.clone();
+    let metrics_addr = crate::metrics_endpoint(&cfg.up.metrics_listen, move || {
+        lakehouse_lake::metrics::join(&[
+            &ingest_metrics.text(),
+            &role_metrics(&scrape),
+            &batch_metrics.render(),
+            &scrape.requests.render(),
+        ])
+    })
+    .await?;
     {
-        let scheduler = Scheduler::new(
-            crate::batch::runner(cfg, lake.clone())?,
-            schedule,
-            cfg.batch.retry(),
-            cfg.batch.catch_up,
-            cfg.batch.maintenance.clone(),
-        );
         let s = stop.stopped();
         tasks.push((
             "batch scheduler",

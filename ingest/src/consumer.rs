@@ -61,7 +61,13 @@ struct Ctx {
     shared: Arc<Shared>,
     revoked: Mutex<BTreeSet<TopicPartition>>,
     fatal: Mutex<Option<IngestError>>,
+    /// Reporting catch-up progress (the lag was at least [`CATCHING_UP`]).
+    behind: std::sync::atomic::AtomicBool,
 }
+
+/// A lag (messages not yet committed, over every partition) from which the progress of the
+/// catch-up is logged at each statistics interval, until it is caught up.
+const CATCHING_UP: i64 = 100_000;
 
 impl ClientContext for Ctx {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
@@ -90,6 +96,7 @@ impl ClientContext for Ctx {
             .committed
             .lock()
             .unwrap_or_else(|e| e.into_inner());
+        let mut total = 0;
         for (topic, t) in &stats.topics {
             for (p, part) in &t.partitions {
                 let tp = TopicPartition::new(topic.as_str(), *p);
@@ -98,13 +105,22 @@ impl ClientContext for Ctx {
                 }
                 if let Some(c) = committed.get(&tp) {
                     let labels = metrics::partition(topic, *p);
-                    self.shared
-                        .metrics
-                        .lag
-                        .get_or_create(&labels)
-                        .set((part.hi_offset - c.0 - 1).max(0));
+                    let lag = (part.hi_offset - c.0 - 1).max(0);
+                    total += lag;
+                    self.shared.metrics.lag.get_or_create(&labels).set(lag);
                 }
             }
+        }
+        // progress of a long catch-up (a backlog after a stop, or a new pipeline)
+        use std::sync::atomic::Ordering;
+        if total >= CATCHING_UP {
+            self.behind.store(true, Ordering::Relaxed);
+            info!(
+                behind = total,
+                "catching up: {total} messages not yet committed"
+            );
+        } else if total < CATCHING_UP / 10 && self.behind.swap(false, Ordering::Relaxed) {
+            info!(behind = total, "caught up");
         }
     }
 }
@@ -318,6 +334,7 @@ pub(crate) fn consume(setup: ConsumerSetup) -> Result<ConsumerStats, IngestError
         shared: shared.clone(),
         revoked: Mutex::new(BTreeSet::new()),
         fatal: Mutex::new(None),
+        behind: std::sync::atomic::AtomicBool::new(false),
     };
     let consumer: BaseConsumer<Ctx> = client_config(&cfg, &brokers).create_with_context(ctx)?;
     let topics: Vec<&str> = cfg.topics.iter().map(|m| m.topic.as_str()).collect();

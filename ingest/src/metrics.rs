@@ -8,7 +8,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 type Labels = Vec<(&'static str, String)>;
@@ -125,43 +124,14 @@ impl Metrics {
         out
     }
 
-    /// Serves [`Metrics::render`] over HTTP on `listener` until the task is dropped.
-    pub async fn serve(self, listener: TcpListener) {
-        self.serve_with(listener, String::new).await;
+    /// The text exposition format without the closing `# EOF`, to join with other roles'.
+    pub fn text(&self) -> String {
+        lakehouse_lake::metrics::text(&self.registry)
     }
 
-    /// Serves [`Metrics::render`] and the text `more()` gives at each scrape (the metrics of
-    /// other roles, in the same exposition format) over HTTP on `listener`.
-    pub async fn serve_with(
-        self,
-        listener: TcpListener,
-        more: impl Fn() -> String + Send + Sync + 'static,
-    ) {
-        let more = Arc::new(more);
-        loop {
-            let Ok((mut sock, _)) = listener.accept().await else {
-                continue;
-            };
-            let metrics = self.clone();
-            let more = more.clone();
-            tokio::spawn(async move {
-                let mut req = [0u8; 2048];
-                let _ = sock.read(&mut req).await;
-                let mut body = metrics.render();
-                // the other roles' lines go before the closing `# EOF`
-                let extra = more();
-                if !extra.is_empty() {
-                    let end = body.rfind("# EOF").unwrap_or(body.len());
-                    body.insert_str(end, &extra);
-                }
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = sock.write_all(head.as_bytes()).await;
-                let _ = sock.write_all(body.as_bytes()).await;
-            });
-        }
+    /// Serves [`Metrics::render`] over HTTP on `listener` until the task is dropped.
+    pub async fn serve(self, listener: TcpListener) {
+        lakehouse_lake::metrics::serve(listener, move || self.render()).await;
     }
 }
 

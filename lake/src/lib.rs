@@ -38,6 +38,7 @@ pub mod error;
 pub mod events;
 pub mod kafka;
 mod lake;
+pub mod metrics;
 pub mod positions;
 pub mod reference;
 pub mod schema;

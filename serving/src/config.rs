@@ -25,6 +25,10 @@ pub struct ServingConfig {
     /// every change. Each answer names the offsets it covers either way.
     #[serde(with = "humantime_serde")]
     pub positions_max_age: Duration,
+    /// Prometheus metrics (requests, latency, rows) on http://ADDR/metrics; unset: off.
+    /// `lakehouse up` serves every role's on `[up] metrics-listen` instead.
+    #[serde(default)]
+    pub metrics_listen: Option<String>,
     /// TLS (rustls); plaintext without it.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
@@ -43,6 +47,7 @@ impl Default for ServingConfig {
             ledger_poll: Duration::from_secs(2),
             audit_flush: Duration::from_secs(1),
             positions_max_age: Duration::from_millis(100),
+            metrics_listen: None,
             tls: None,
             principals: Vec::new(),
         }

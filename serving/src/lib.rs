@@ -5,7 +5,8 @@
 //!   switched together with the speed layer's boundary.
 //! - [`auth`]: bearer tokens (stored as SHA-256) and client certificates -> principals with
 //!   desk and account scopes.
-//! - [`audit`]: one `system/query_audit` row per request, allowed or refused.
+//! - [`audit`]: one `system/query_audit` row per request, allowed or refused; [`metrics`]: the
+//!   same requests counted for Prometheus.
 //! - [`service`]: the tonic service; [`server`]: TLS, limits, health, reflection, the ledger
 //!   poll and graceful shutdown.
 
@@ -13,6 +14,7 @@ pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod merge;
+pub mod metrics;
 pub mod server;
 pub mod service;
 pub mod state;

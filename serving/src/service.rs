@@ -284,6 +284,10 @@ impl Service {
             Ok((_, n)) => ("Ok".to_string(), *n as i64),
             Err(s) => (code_name(s), 0),
         };
+        let took = started.elapsed();
+        self.state
+            .requests
+            .record(method, &status, rows as u64, took.as_secs_f64());
         self.audit.record(AuditRow {
             ts: at,
             principal: principal_name,
@@ -291,7 +295,7 @@ impl Service {
             parameters,
             rows,
             status,
-            latency_us: started.elapsed().as_micros() as i64,
+            latency_us: took.as_micros() as i64,
         });
         result.map(|(t, _)| Response::new(t))
     }

@@ -65,6 +65,8 @@ pub struct Served {
     pub batch: Arc<RwLock<Arc<BatchSnapshot>>>,
     /// The latest published runs, newest first: (date, run id).
     pub recent: Arc<RwLock<Vec<(BusinessDate, String)>>>,
+    /// The requests answered, for Prometheus.
+    pub requests: crate::metrics::RequestMetrics,
 }
 
 fn schema_err(table: &str, detail: impl Into<String>) -> LoadError {
@@ -127,6 +129,7 @@ impl Served {
             speed,
             batch: Arc::new(RwLock::new(Arc::new(BatchSnapshot::default()))),
             recent: Arc::new(RwLock::new(Vec::new())),
+            requests: crate::metrics::RequestMetrics::new(),
         }
     }
 

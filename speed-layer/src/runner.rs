@@ -493,6 +493,8 @@ pub async fn run(
         let mut first_processed: Option<Instant> = None;
         let mut last_kafka_error: Option<Instant> = None;
         let mut last_tick = Instant::now();
+        // progress of a long replay (the views are rebuilt from the replay start at each start)
+        let mut last_progress = Instant::now();
         let now_us = || EventTime::now().micros();
         loop {
             let stop = flag.load(Ordering::SeqCst);
@@ -545,6 +547,13 @@ pub async fn run(
                 );
                 if replay {
                     summary.replayed += 1;
+                    if last_progress.elapsed() >= Duration::from_secs(5) {
+                        last_progress = Instant::now();
+                        info!(
+                            replayed = summary.replayed,
+                            "rebuilding the views: {} messages replayed", summary.replayed
+                        );
+                    }
                 } else {
                     summary.messages += 1;
                     let at = Instant::now();

@@ -594,7 +594,7 @@ async fn finnhub_and_protobuf_messages_land_with_exact_decimals() {
 }
 
 /// GET /metrics.
-fn scrape(port: u16) -> String {
+pub(crate) fn scrape(port: u16) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")

@@ -37,7 +37,7 @@ use crate::batch::{
     Bar, Pos, bars_by, date_of, effective_fills, events, lakehouse, load_refdata, ok, round,
     wait_ingested,
 };
-use crate::ingest::{Ingest, broker};
+use crate::ingest::{Ingest, broker, scrape};
 use crate::simulate::{Row, read_truth};
 use crate::speed::{Speed, messages_per_topic, open, until};
 
@@ -45,6 +45,8 @@ use crate::speed::{Speed, messages_per_topic, open, until};
 struct Serve {
     child: Child,
     addr: String,
+    /// Port of its Prometheus metrics (`[serving] metrics-listen`).
+    metrics: u16,
     log: PathBuf,
 }
 
@@ -54,14 +56,24 @@ impl Serve {
         let log = d.join("serve.log");
         let out = std::fs::File::create(&log).unwrap();
         let addr = format!("127.0.0.1:{port}");
+        let metrics = lakehouse_tests::free_port();
         let child = lakehouse(d)
             .args(["serve", "--brokers", brokers, "--listen", &addr, "--lake"])
             .arg(d.join("lake"))
+            .env(
+                "LAKEHOUSE__SERVING__METRICS_LISTEN",
+                format!("127.0.0.1:{metrics}"),
+            )
             .stdout(out.try_clone().unwrap())
             .stderr(out)
             .spawn()
             .unwrap();
-        let mut s = Serve { child, addr, log };
+        let mut s = Serve {
+            child,
+            addr,
+            metrics,
+            log,
+        };
         until(
             Duration::from_secs(60),
             || format!("serve did not listen:\n{}", s.log_text()),
@@ -531,7 +543,8 @@ impl Check<'_> {
         );
     }
 
-    fn minutes(&self, symbol: &str, r: &pb::GetBarsResponse, what: &str) {
+    /// Checks the 1-minute bars of `symbol` in [from, to); how many minutes had prints.
+    fn minutes(&self, symbol: &str, r: &pb::GetBarsResponse, what: &str) -> usize {
         let rows = self
             .truth
             .prefix(&speed_next(r.freshness.as_ref().unwrap()));
@@ -543,9 +556,30 @@ impl Check<'_> {
         let got = served_bars(r, |b| {
             EventTime::from_micros(micros(b.start.as_ref().unwrap())).to_string()
         });
-        assert!(want.len() > 10, "{symbol}: {} minutes", want.len());
         assert_eq!(got, want, "{what}: 1m bars of {symbol}");
+        want.len()
     }
+}
+
+/// Runs the Python example client (`examples/python/lakehouse_client.py`) against `server`
+/// and returns the JSON it prints.
+fn python_client(server: &str, token: Option<&str>, args: &[&str]) -> serde_json::Value {
+    let client = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/python/lakehouse_client.py"
+    );
+    let mut cmd = Command::new(lakehouse_tests::python_bin().unwrap());
+    cmd.arg(client).args(["--server", server]).args(args);
+    if let Some(t) = token {
+        cmd.env("LAKEHOUSE_TOKEN", t);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "python client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn bars_req(symbol: &str, interval: pb::Interval, from: i64, to: i64) -> pb::GetBarsRequest {
@@ -1105,7 +1139,8 @@ fn merged_answers_equal_the_truth_across_batch_switches_and_late_events_with_ent
             let b = rt
                 .block_on(admin.bars(bars_req(s, pb::Interval::Interval1m, check.from, check.to)))
                 .unwrap();
-            check.minutes(s, &b, what);
+            let n = check.minutes(s, &b, what);
+            assert!(n > 10, "{s}: {n} minutes");
         }
         // what the server holds now (positions may come from a book up to
         // positions-max-age old, exact for the offsets it names)
@@ -1334,23 +1369,8 @@ fn merged_answers_equal_the_truth_across_batch_switches_and_late_events_with_ent
     assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
 
     // the Python example client: same positions and bars
-    let client = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../examples/python/lakehouse_client.py"
-    );
     let python = |args: &[&str]| -> serde_json::Value {
-        let out = Command::new(lakehouse_tests::python_bin().unwrap())
-            .arg(client)
-            .args(["--server", &serve.addr])
-            .args(args)
-            .env("LAKEHOUSE_TOKEN", "tok-admin")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "python client failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let v = python_client(&serve.addr, Some("tok-admin"), args);
         *tally
             .lock()
             .unwrap()
@@ -1365,7 +1385,7 @@ fn merged_answers_equal_the_truth_across_batch_switches_and_late_events_with_ent
                 "Ok".into(),
             ))
             .or_default() += 1;
-        serde_json::from_slice(&out.stdout).unwrap()
+        v
     };
     let v = python(&["positions", "--include-flat"]);
     let mut py = Book::new();
@@ -1410,6 +1430,22 @@ fn merged_answers_equal_the_truth_across_batch_switches_and_late_events_with_ent
         .map(|((d, _), b)| (d.to_string(), text(b.close)))
         .collect();
     assert_eq!(closes, want, "the Python client's daily closes");
+
+    // the server's metrics count the same requests, by method and status
+    let counted: BTreeMap<(String, String), i64> = scrape(serve.metrics)
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("lakehouse_serving_requests_total{method=\"")?;
+            let (method, rest) = rest.split_once("\",status=\"")?;
+            let (status, n) = rest.split_once("\"} ")?;
+            Some(((method.to_string(), status.to_string()), n.parse().unwrap()))
+        })
+        .collect();
+    let mut made: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for ((_, method, status), n) in tally.lock().unwrap().iter() {
+        *made.entry((method.clone(), status.clone())).or_default() += n;
+    }
+    assert_eq!(counted, made, "lakehouse_serving_requests_total");
 
     // audit: one row per request, refused ones included, once the server stopped
     serve.stop();
@@ -1853,21 +1889,20 @@ fn up_runs_every_role_with_a_local_broker_and_resumes_after_a_stop() {
     };
     let before = answer(0);
     // one metrics endpoint
-    let metrics = {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", metrics_port)).unwrap();
-        let _ =
-            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-        let mut text = String::new();
-        let _ = s.read_to_string(&mut text);
-        text
-    };
+    let metrics = scrape(metrics_port);
     assert!(
         metrics.starts_with("HTTP/1.1 200")
             && metrics.contains("lakehouse_ingest_")
             && metrics
                 .contains("lakehouse_speed_next_offset{topic=\"executions\",partition=\"0\"}")
             && metrics.contains("lakehouse_serving_batch_date_days")
+            && metrics.contains("lakehouse_batch_pending_dates ")
+            && metrics.contains("# TYPE lakehouse_batch_run_seconds histogram")
+            && metrics.contains(
+                "lakehouse_serving_requests_total{method=\"GetPositions\",status=\"Ok\"}"
+            )
+            && metrics.contains("lakehouse_serving_request_seconds_bucket{")
+            && metrics.matches("# EOF").count() == 1
             && metrics.trim_end().ends_with("# EOF"),
         "{metrics}"
     );
@@ -1962,21 +1997,55 @@ fn up_simulate_flows_at_once_and_restarts_lose_and_repeat_nothing() {
         let mut q = Command::new(lakehouse_tests::lakehouse_bin().unwrap());
         q.args(["query", "--server", &format!("http://{grpc}"), "positions"]);
         assert!(ok(q).contains("ACCOUNT"));
-        let client = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../examples/python/lakehouse_client.py"
-        );
-        let out = Command::new(lakehouse_tests::python_bin().unwrap())
-            .args([client, "--server", &grpc, "positions"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let v = python_client(&grpc, None, &["positions"]);
         assert!(!v["positions"].as_array().unwrap().is_empty(), "{v}");
+        // and bars: the last hour's 1-minute bars of a traded symbol (event time starts now)
+        let symbol = v["positions"][0]["symbol"].as_str().unwrap().to_string();
+        let now = EventTime::now().micros();
+        let (from, to) = (
+            EventTime::from_micros(now - 3_600_000_000).to_string(),
+            EventTime::from_micros(now + 3_600_000_000).to_string(),
+        );
+        let bars_of = |v: &serde_json::Value| -> usize {
+            let bars = v["bars"].as_array().unwrap();
+            assert!(
+                bars.iter().all(|b| {
+                    // int64 is a string in proto3 JSON
+                    let count = &b["trade_count"];
+                    let count = count.as_i64().or_else(|| count.as_str()?.parse().ok());
+                    b["symbol"] == symbol.as_str() && count.unwrap_or(0) > 0
+                }),
+                "{v}"
+            );
+            bars.len()
+        };
+        until(
+            Duration::from_secs(60),
+            || format!("no 1-minute bars of {symbol} in run {n}"),
+            || {
+                let mut q = Command::new(lakehouse_tests::lakehouse_bin().unwrap());
+                q.args(["query", "--server", &format!("http://{grpc}"), "--json"])
+                    .args(["bars", &symbol, "--interval", "1m", "--from", &from])
+                    .args(["--to", &to]);
+                let v: serde_json::Value = serde_json::from_str(&ok(q)).unwrap();
+                bars_of(&v) > 0
+            },
+        );
+        let v = python_client(
+            &grpc,
+            None,
+            &[
+                "bars",
+                &symbol,
+                "--interval",
+                "1m",
+                "--from",
+                &from,
+                "--to",
+                &to,
+            ],
+        );
+        assert!(bars_of(&v) > 0, "{v}");
         stop_up(d, &mut up, n);
     }
     // once more without the simulator: everything both runs produced, counted once
@@ -2000,6 +2069,28 @@ fn up_simulate_flows_at_once_and_restarts_lose_and_repeat_nothing() {
     let p = rt.block_on(c.positions(all_positions())).unwrap();
     check.positions(&p, "after two simulated runs and restarts");
     assert!(p.positions.len() > 20, "{}", p.positions.len());
+    // bars too: daily and 1-minute bars of the busiest symbols equal the two runs' truths
+    let times: Vec<i64> = truth.rows.iter().filter_map(|r| r.ts).collect();
+    let (first, last) = (*times.iter().min().unwrap(), *times.iter().max().unwrap());
+    let check = Check {
+        truth: &truth,
+        from: first - first.rem_euclid(60_000_000),
+        to: last + 60_000_000,
+    };
+    let days = (check.from - 86_400_000_000, check.to + 86_400_000_000);
+    let mut minutes = 0;
+    for s in busiest(&truth.rows).iter().take(3) {
+        let b = rt
+            .block_on(c.bars(bars_req(s, pb::Interval::Interval1d, days.0, days.1)))
+            .unwrap();
+        assert!(!b.bars.is_empty(), "no daily bar of {s}");
+        check.daily(s, &b, "after two simulated runs and restarts");
+        let b = rt
+            .block_on(c.bars(bars_req(s, pb::Interval::Interval1m, check.from, check.to)))
+            .unwrap();
+        minutes += check.minutes(s, &b, "after two simulated runs and restarts");
+    }
+    assert!(minutes > 0);
     stop_up(d, &mut up, 2);
 }
 

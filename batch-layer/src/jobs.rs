@@ -112,12 +112,21 @@ fn left_join(l: LazyFrame, r: LazyFrame, on: &[&str]) -> LazyFrame {
 /// each trade id, or of each whole print when it has no id, as `MarketTrade::dedup_key`),
 /// without prints carrying an excluded condition code.
 pub fn l2_market_trades(l1: LazyFrame, w: &Window, p: &JobParams) -> LazyFrame {
-    let day = by_rank(l1.filter(w.contains_ts()));
+    let day = l1.filter(w.contains_ts());
+    // most trade ids come once: only the repeated ones are put in rank order to keep the
+    // first delivery (a hash pass instead of sorting every print twice; the result is put in
+    // rank order at the end)
     let with_id = day
         .clone()
         .filter(col("trade_id").is_not_null())
+        .with_column(col("trade_id").is_duplicated().alias("_repeated"));
+    let once = with_id.clone().filter(col("_repeated").not());
+    let repeated = by_rank(with_id.filter(col("_repeated")))
         .unique_stable_generic(Some(vec![col("trade_id")]), UniqueKeepStrategy::First);
-    let without_id = day.filter(col("trade_id").is_null()).unique_stable_generic(
+    let with_id = concat([once, repeated], UnionArgs::default())
+        .unwrap_or_else(failed)
+        .drop(polars::prelude::cols(["_repeated"]));
+    let without_id = by_rank(day.filter(col("trade_id").is_null())).unique_stable_generic(
         Some(
             ["symbol", "venue", "ts", "price", "volume", "conditions"]
                 .map(col)

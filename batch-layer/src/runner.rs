@@ -324,9 +324,31 @@ impl Runner {
             .take_while(|d| *d <= last)
             .map(|d| date_lit(BusinessDate(d)))
             .collect();
+        let date_dirs: Vec<String> = first
+            .iter_days()
+            .take_while(|d| *d <= last)
+            .map(|d| format!("{}={}", schema::COL_EVENT_DATE, BusinessDate(d)))
+            .collect();
         for name in EVENT_INPUTS {
             let table = &pinned.events[name];
             inputs.insert(name.to_string(), table.version().unwrap_or_default());
+            // a local lake: Polars reads the date's files itself (no copy through Arrow IPC)
+            if let Some(files) = partition_files(table, &date_dirs)? {
+                let t0 = Instant::now();
+                let data = data_schema(&table.schema()?);
+                let df = tokio::task::spawn_blocking(move || frame::read_parquet(&files, &data))
+                    .await
+                    .map_err(|e| RunError::Task(e.to_string()))??;
+                tracing::debug!(
+                    table = name,
+                    rows = df.height(),
+                    read_s = t0.elapsed().as_secs_f64(),
+                    "read (Parquet)"
+                );
+                l1.insert(name, df);
+                l1_tables.insert(name, table);
+                continue;
+            }
             let filter = df_col(schema::COL_EVENT_DATE).in_list(event_dates.clone(), false);
             let schema = table.schema()?;
             let t0 = Instant::now();
@@ -372,27 +394,61 @@ impl Runner {
         let boundary = self.boundary(partitions, &l1_tables).await?;
 
         let jobs_s = clock.elapsed().as_secs_f64() - read_s;
+        // the 10 outputs are written concurrently, each on its own task (Parquet encoding is
+        // the cost); none is visible to serving before the ledger row below publishes them all
+        let meta: std::collections::HashMap<String, Value> = [
+            ("lakehouse.batch.run_id".to_string(), json!(run_id)),
+            ("lakehouse.batch.inputs".to_string(), json!(inputs)),
+        ]
+        .into_iter()
+        .collect();
+        let mut writes = tokio::task::JoinSet::new();
+        // as many at once as there are cores: more would only hold more converted copies
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(cores));
+        for (name, mut df) in OUTPUTS.into_iter().zip(frames) {
+            let (lake, meta, slots) = (self.lake.clone(), meta.clone(), slots.clone());
+            writes.spawn(async move {
+                let _slot = slots
+                    .acquire_owned()
+                    .await
+                    .map_err(|e| RunError::Task(e.to_string()))?;
+                let mut table = lake.table(name).await?;
+                let schema = table.schema()?;
+                let rows = df.height();
+                let batches = tokio::task::spawn_blocking(move || {
+                    // one chunk: the files written do not depend on how Polars split its work
+                    df.rechunk_mut_par();
+                    frame::from_polars(&mut df, &schema)
+                        .map_err(|e| FrameError::Schema(format!("{name}: {e}")))
+                })
+                .await
+                .map_err(|e| RunError::Task(e.to_string()))??;
+                let v = table
+                    .replace_partition(schema::COL_BUSINESS_DATE, date, batches, meta)
+                    .await?;
+                tracing::debug!(table = name, version = v, "replaced {date}");
+                Ok::<_, RunError>((name, rows, v))
+            });
+        }
         let mut outputs = BTreeMap::new();
         let mut rows = BTreeMap::new();
-        for (name, mut df) in OUTPUTS.into_iter().zip(frames) {
-            let mut table = self.lake.table(name).await?;
-            let schema = table.schema()?;
-            // one chunk: the files written do not depend on how Polars split its work
-            df.rechunk_mut_par();
-            rows.insert(name.to_string(), df.height());
-            let batches = frame::from_polars(&mut df, &schema)
-                .map_err(|e| FrameError::Schema(format!("{name}: {e}")))?;
-            let meta = [
-                ("lakehouse.batch.run_id".to_string(), json!(run_id)),
-                ("lakehouse.batch.inputs".to_string(), json!(inputs)),
-            ]
-            .into_iter()
-            .collect();
-            let v = table
-                .replace_partition(schema::COL_BUSINESS_DATE, date, batches, meta)
-                .await?;
-            outputs.insert(name.to_string(), v);
-            tracing::debug!(table = name, version = v, "replaced {date}");
+        let mut failed = None;
+        while let Some(done) = writes.join_next().await {
+            match done.map_err(|e| RunError::Task(e.to_string())) {
+                Ok(Ok((name, n, v))) => {
+                    rows.insert(name.to_string(), n);
+                    outputs.insert(name.to_string(), v);
+                }
+                // the first failure is the run's; the other writes finish (a date partition
+                // is replaced whole or not at all) and the run is not published
+                Ok(Err(e)) | Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         let total_s = clock.elapsed().as_secs_f64();
         tracing::info!(
@@ -663,6 +719,44 @@ fn conform(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<RecordBatc
         .collect::<Result<Vec<_>, _>>()
         .map_err(FrameError::from)?;
     Ok(out)
+}
+
+/// The local data files of `table`'s partitions `dirs` (`event_date=YYYY-MM-DD`), when the
+/// lake is local and every file sits in such a partition directory; `None` otherwise (the
+/// rows are then scanned through delta-rs).
+fn partition_files(
+    table: &lakehouse_lake::Table,
+    dirs: &[String],
+) -> Result<Option<Vec<std::path::PathBuf>>, RunError> {
+    let Some(files) = table.local_files()? else {
+        return Ok(None);
+    };
+    let mut out = Vec::new();
+    for f in files {
+        let dir = f
+            .parent()
+            .and_then(|p| p.file_name())
+            .and_then(|n| n.to_str())
+            .filter(|n| n.starts_with(&format!("{}=", schema::COL_EVENT_DATE)));
+        match dir {
+            None => return Ok(None),
+            Some(d) if dirs.iter().any(|w| w == d) => out.push(f),
+            Some(_) => {}
+        }
+    }
+    Ok(Some(out))
+}
+
+/// The columns of the data files: `schema` without the partition column (Delta keeps its
+/// value in the file's directory and the log, not in the file).
+fn data_schema(table_schema: &SchemaRef) -> SchemaRef {
+    let fields: Vec<_> = table_schema
+        .fields()
+        .iter()
+        .filter(|f| f.name() != schema::COL_EVENT_DATE)
+        .cloned()
+        .collect();
+    std::sync::Arc::new(deltalake::arrow::datatypes::Schema::new(fields))
 }
 
 /// The schema the jobs see: text as string views (what the scan returns and Polars keeps, so

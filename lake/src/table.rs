@@ -143,6 +143,28 @@ impl Table {
         Ok(uris.collect())
     }
 
+    /// Paths of the Parquet files of the loaded version when they are all on the local file
+    /// system (a `file://` lake), for readers that open them directly; `None` otherwise.
+    pub fn local_files(&self) -> Result<Option<Vec<std::path::PathBuf>>> {
+        let mut out = Vec::new();
+        for uri in self.file_uris()? {
+            let path = if uri.starts_with('/') {
+                std::path::PathBuf::from(uri)
+            } else {
+                // (`to_file_path` does not check the scheme itself)
+                match url::Url::parse(&uri) {
+                    Ok(u) if u.scheme() == "file" => match u.to_file_path() {
+                        Ok(p) => p,
+                        Err(()) => return Ok(None),
+                    },
+                    _ => return Ok(None),
+                }
+            };
+            out.push(path);
+        }
+        Ok(Some(out))
+    }
+
     /// The last offset `pipeline` committed for `tp` in the loaded version (the Delta `txn`
     /// action with app id `<pipeline>-<topic>-<partition>`).
     pub async fn committed_offset(

@@ -292,9 +292,17 @@ async fn roles(
                     served,
                     thresholds,
                     move |addr| {
+                        // the last hour's bars (the simulator's clock starts now)
+                        let now = chrono::Utc::now().timestamp() / 60 * 60;
+                        let minute = |t: i64| {
+                            chrono::DateTime::from_timestamp(t, 0)
+                                .unwrap_or_default()
+                                .format("%Y-%m-%dT%H:%M:%SZ")
+                        };
+                        let (from, to) = (minute(now - 3600), minute(now + 60));
                         eprintln!(
                             "lakehouse up: running\n  lake     {lake_root}\n  brokers  {broker_text}\n  gRPC     {addr}\n  metrics  http://{metrics_addr}/metrics\n\
-                             try:\n  lakehouse query --server http://{addr} status\n  lakehouse query --server http://{addr} positions\n  lakehouse query --server http://{addr} bars SYMBOL --interval 1m --from 2026-01-05T14:30:00Z --to 2026-01-05T15:30:00Z\n\
+                             try:\n  lakehouse query --server http://{addr} status\n  lakehouse query --server http://{addr} positions\n  lakehouse query --server http://{addr} bars AAPL --interval 1m --from {from} --to {to}\n\
                              stop with Ctrl-C{}",
                             simulated.map(|t| format!("\n  {t}")).unwrap_or_default()
                         );

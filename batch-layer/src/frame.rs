@@ -72,21 +72,24 @@ pub fn read_parquet(
     files: &[std::path::PathBuf],
     schema: &SchemaRef,
 ) -> Result<DataFrame, FrameError> {
-    use polars::prelude::{LazyFrame, PlRefPath, ScanArgsParquet, col, lit};
+    use polars::prelude::{IntoLazy, LazyFrame, PlRefPath, ScanArgsParquet, col, lit};
     // the Polars types of `schema`, exactly as the IPC hand-over maps them
     let empty = to_polars(schema, &[])?;
-    if files.is_empty() {
-        return Ok(empty);
-    }
-    let paths = files
-        .iter()
-        .map(|f| PlRefPath::new(f.to_string_lossy().as_ref()))
-        .collect();
-    let args = ScanArgsParquet {
-        schema: Some(empty.schema().clone()),
-        allow_missing_columns: true,
-        rechunk: true,
-        ..Default::default()
+    let mut lf = if files.is_empty() {
+        // no file (a date without events): no rows, in the same columns and types
+        empty.lazy()
+    } else {
+        let paths = files
+            .iter()
+            .map(|f| PlRefPath::new(f.to_string_lossy().as_ref()))
+            .collect();
+        let args = ScanArgsParquet {
+            schema: Some(empty.schema().clone()),
+            allow_missing_columns: true,
+            rechunk: true,
+            ..Default::default()
+        };
+        LazyFrame::scan_parquet_files(paths, args)?
     };
     let lists: Vec<_> = schema
         .fields()
@@ -99,7 +102,6 @@ pub fn read_parquet(
         })
         .map(|f| col(f.name().as_str()).list().join(lit(","), true))
         .collect();
-    let mut lf = LazyFrame::scan_parquet_files(paths, args)?;
     if !lists.is_empty() {
         lf = lf.with_columns(lists);
     }
@@ -261,6 +263,12 @@ mod tests {
         .unwrap();
         let prices = back[0].column(0).as_primitive::<Decimal128Type>();
         assert_eq!(prices.values().to_vec(), vec![1, 2, 3, 1]);
-        assert_eq!(read_parquet(&[], &schema).unwrap().height(), 0);
+        let none = read_parquet(&[], &schema).unwrap();
+        assert_eq!(none.height(), 0);
+        assert_eq!(
+            none.schema(),
+            df.schema(),
+            "no file: the same columns and types"
+        );
     }
 }

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -118,10 +117,7 @@ impl Metrics {
 
     /// The text exposition format.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        // writing to a String cannot fail
-        let _ = encode(&mut out, &self.registry);
-        out
+        lakehouse_lake::metrics::join(&[&self.text()])
     }
 
     /// The text exposition format without the closing `# EOF`, to join with other roles'.

@@ -1759,10 +1759,15 @@ fn spawn_up(d: &Path, n: usize) -> Up {
     spawn_up_with(d, n, &[])
 }
 
+/// What the `n`th `lakehouse up` of the test wrote so far.
+fn up_log(d: &Path, n: usize) -> String {
+    std::fs::read_to_string(d.join(format!("up-{n}.log"))).unwrap_or_default()
+}
+
 /// `lakehouse up ARGS`, waiting until it says it runs.
 fn spawn_up_with(d: &Path, n: usize, args: &[&str]) -> Up {
     let log = std::fs::File::create(d.join(format!("up-{n}.log"))).unwrap();
-    Up(Command::new(lakehouse_tests::lakehouse_bin().unwrap())
+    let up = Up(Command::new(lakehouse_tests::lakehouse_bin().unwrap())
         .args(["--config"])
         .arg(d.join("up.toml"))
         .arg("up")
@@ -1771,12 +1776,18 @@ fn spawn_up_with(d: &Path, n: usize, args: &[&str]) -> Up {
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()
-        .unwrap())
+        .unwrap());
+    until(
+        Duration::from_secs(120),
+        || format!("up {n} did not start:\n{}", up_log(d, n)),
+        || up_log(d, n).contains("lakehouse up: running"),
+    );
+    up
 }
 
 /// SIGTERM and a clean exit.
 fn stop_up(d: &Path, up: &mut Up, n: usize) {
-    let log = || std::fs::read_to_string(d.join(format!("up-{n}.log"))).unwrap_or_default();
+    let log = || up_log(d, n);
     let child = &mut up.0;
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -1827,12 +1838,7 @@ fn up_runs_every_role_with_a_local_broker_and_resumes_after_a_stop() {
     let (broker_port, grpc, metrics_port) = up_config(d, "session = \"1h\"\ntime-scale = 500.0");
     // `up` starts its own broker (no [kafka] brokers configured) and creates the topics
     let mut up = spawn_up(d, 0);
-    let log0 = || std::fs::read_to_string(d.join("up-0.log")).unwrap_or_default();
-    until(
-        Duration::from_secs(120),
-        || format!("up did not start:\n{}", log0()),
-        || log0().contains("lakehouse up: running"),
-    );
+    let log0 = || up_log(d, 0);
     for part in [
         "gRPC     127.0.0.1",
         "metrics  http://127.0.0.1",
@@ -1910,12 +1916,6 @@ fn up_runs_every_role_with_a_local_broker_and_resumes_after_a_stop() {
 
     // started again: every role resumes from what it committed; nothing lost or counted twice
     let mut up = spawn_up(d, 1);
-    let log1 = || std::fs::read_to_string(d.join("up-1.log")).unwrap_or_default();
-    until(
-        Duration::from_secs(120),
-        || format!("up did not start again:\n{}", log1()),
-        || log1().contains("lakehouse up: running"),
-    );
     let after = answer(1);
     assert_eq!(after, before);
     // ingest lands every message once (malformed ones go to dead letters), across the stop
@@ -1974,19 +1974,10 @@ fn up_simulate_flows_at_once_and_restarts_lose_and_repeat_nothing() {
         });
         Caller::new(&channel, None, "anonymous", &tally)
     };
-    let started = |n: usize| {
-        let log = || std::fs::read_to_string(d.join(format!("up-{n}.log"))).unwrap_or_default();
-        until(
-            Duration::from_secs(120),
-            || format!("up did not start:\n{}", log()),
-            || log().contains("lakehouse up: running"),
-        );
-    };
     // data flows at once; people and the Python client see it
     let mut seen = 0;
     for n in 0..2 {
         let mut up = spawn_up_with(d, n, &["--simulate"]);
-        started(n);
         let c = caller();
         until(
             Duration::from_secs(120),
@@ -2058,7 +2049,6 @@ fn up_simulate_flows_at_once_and_restarts_lose_and_repeat_nothing() {
     assert_eq!(truths.len(), 2, "{truths:?}");
     let truth = Truth::read_runs(&truths);
     let mut up = spawn_up(d, 2);
-    started(2);
     let c = caller();
     wait_served(&rt, &c, &truth.per_topic());
     let check = Check {

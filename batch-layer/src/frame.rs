@@ -72,6 +72,15 @@ pub fn read_parquet(
     files: &[std::path::PathBuf],
     schema: &SchemaRef,
 ) -> Result<DataFrame, FrameError> {
+    Ok(scan_parquet(files, schema)?.collect()?)
+}
+
+/// [`read_parquet`] as a plan: the columns and rows a query over it does not use are not read
+/// (Polars pushes projections and filters into the scan).
+pub fn scan_parquet(
+    files: &[std::path::PathBuf],
+    schema: &SchemaRef,
+) -> Result<polars::prelude::LazyFrame, FrameError> {
     use polars::prelude::{IntoLazy, LazyFrame, PlRefPath, ScanArgsParquet, col, lit};
     // the Polars types of `schema`, exactly as the IPC hand-over maps them
     let empty = to_polars(schema, &[])?;
@@ -105,7 +114,7 @@ pub fn read_parquet(
     if !lists.is_empty() {
         lf = lf.with_columns(lists);
     }
-    Ok(lf.collect()?)
+    Ok(lf)
 }
 
 /// A Polars data frame -> record batches in exactly `schema` (column order and types: Polars

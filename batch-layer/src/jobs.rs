@@ -70,8 +70,13 @@ fn sorted() -> SortMultipleOptions {
 }
 
 /// Event time, then Kafka partition and offset: the order every "first" and "last" uses.
+/// Partition and offset are unique in an L1 table (one topic each), so the order is total and
+/// the sort need not be stable: no two rows compare equal.
 fn by_rank(lf: LazyFrame) -> LazyFrame {
-    lf.sort(["ts", "_partition", "_offset"], sorted())
+    lf.sort(
+        ["ts", "_partition", "_offset"],
+        SortMultipleOptions::default(),
+    )
 }
 
 /// The date's FX rates: `currency`, `fx_rate`.
@@ -184,8 +189,10 @@ pub fn l2_market_trades(l1: LazyFrame, w: &Window, p: &JobParams) -> LazyFrame {
     ])
 }
 
-/// The date's execution events, each `exec_id` once (the first delivery by rank).
-fn distinct_executions(l1: LazyFrame, w: &Window) -> LazyFrame {
+/// The date's execution events, each `exec_id` once (the first delivery by rank), in rank
+/// order: what [`l2_executions`], [`order_stats`] and [`reconciliation`] read (computed once
+/// per run and shared).
+pub fn distinct_executions(l1: LazyFrame, w: &Window) -> LazyFrame {
     by_rank(l1.filter(w.contains_ts()))
         .unique_stable_generic(Some(vec![col("exec_id")]), UniqueKeepStrategy::First)
 }
@@ -196,19 +203,19 @@ fn is_fill() -> Expr {
         .or(col("ref_exec_id").is_null())
 }
 
-/// `l2/executions`: the date's effective executions. A repeated `exec_id` is a duplicate
-/// delivery; a CANCEL (by `ref_exec_id`) removes its execution; otherwise the last AMEND by
-/// rank sets price and quantity (as `lake::positions`). Enriched with desk and legal entity
-/// (accounts), ISIN and asset class (instruments), notional = price x quantity, and the
-/// reporting-currency notional at the date's FX rate of the execution's currency.
+/// `l2/executions` from the date's [`distinct_executions`]: the effective executions. A
+/// repeated `exec_id` is a duplicate delivery (already left out); a CANCEL (by
+/// `ref_exec_id`) removes its execution; otherwise the last AMEND by rank sets price and
+/// quantity (as `lake::positions`). Enriched with desk and legal entity (accounts), ISIN and
+/// asset class (instruments), notional = price x quantity, and the reporting-currency
+/// notional at the date's FX rate of the execution's currency.
 pub fn l2_executions(
-    l1: LazyFrame,
+    rows: LazyFrame,
     instruments: LazyFrame,
     accounts: LazyFrame,
     fx: LazyFrame,
     w: &Window,
 ) -> LazyFrame {
-    let rows = distinct_executions(l1, w);
     let corrections = rows.clone().filter(is_fill().not());
     let cancelled = corrections
         .clone()
@@ -291,21 +298,22 @@ const ORDER_EVENT: [&str; 10] = [
 ];
 
 /// The date's order events, each once (an order event has no id: the whole event is its
-/// identity, as `Order::dedup_key`).
-fn distinct_orders(l1: LazyFrame, w: &Window) -> LazyFrame {
+/// identity, as `Order::dedup_key`), in rank order: what [`l2_orders`] and [`order_stats`]
+/// read (computed once per run and shared).
+pub fn distinct_orders(l1: LazyFrame, w: &Window) -> LazyFrame {
     by_rank(l1.filter(w.contains_ts())).unique_stable_generic(
         Some(ORDER_EVENT.map(col).to_vec()),
         UniqueKeepStrategy::First,
     )
 }
 
-/// `l2/orders`: one row per order with events on the date: its attributes from its first
-/// event, price and quantity from its last NEW or MODIFY, `CANCELLED` once cancelled
-/// (else `MODIFIED` or `NEW`), first and last event time, and the counts of modifies and
-/// cancels.
-pub fn l2_orders(l1: LazyFrame, w: &Window) -> LazyFrame {
+/// `l2/orders` from the date's [`distinct_orders`]: one row per order with events on the
+/// date: its attributes from its first event, price and quantity from its last NEW or MODIFY,
+/// `CANCELLED` once cancelled (else `MODIFIED` or `NEW`), first and last event time, and the
+/// counts of modifies and cancels.
+pub fn l2_orders(events: LazyFrame, w: &Window) -> LazyFrame {
     let live = col("action").neq(lit("CANCEL"));
-    distinct_orders(l1, w)
+    events
         .group_by_stable([col("order_id")])
         .agg([
             col("account").first(),
@@ -812,18 +820,17 @@ pub fn transaction_report(l2_executions: LazyFrame) -> LazyFrame {
         ])
 }
 
-/// `l3/order_stats`: per trader, the date's NEW orders, modifies and cancels (distinct order
-/// events) and NEW executions (distinct exec ids, the trader's by the execution's `trader`),
-/// with the order-to-trade ratio (order messages per execution, none without executions).
-pub fn order_stats(l1_orders: LazyFrame, l1_executions: LazyFrame, w: &Window) -> LazyFrame {
-    let orders = distinct_orders(l1_orders, w)
-        .group_by([col("trader")])
-        .agg([
-            count(col("action").eq(lit("NEW"))).alias("orders"),
-            count(col("action").eq(lit("MODIFY"))).alias("modifies"),
-            count(col("action").eq(lit("CANCEL"))).alias("cancels"),
-        ]);
-    let execs = distinct_executions(l1_executions, w)
+/// `l3/order_stats`: per trader, the date's NEW orders, modifies and cancels (the date's
+/// [`distinct_orders`]) and NEW executions (the date's [`distinct_executions`], the trader's
+/// by the execution's `trader`), with the order-to-trade ratio (order messages per
+/// execution, none without executions).
+pub fn order_stats(orders: LazyFrame, executions: LazyFrame, w: &Window) -> LazyFrame {
+    let orders = orders.group_by([col("trader")]).agg([
+        count(col("action").eq(lit("NEW"))).alias("orders"),
+        count(col("action").eq(lit("MODIFY"))).alias("modifies"),
+        count(col("action").eq(lit("CANCEL"))).alias("cancels"),
+    ]);
+    let execs = executions
         .filter(col("lifecycle").eq(lit("NEW")))
         .group_by([col("trader")])
         .agg([len().cast(DataType::Int64).alias("executions")]);
@@ -872,6 +879,8 @@ pub struct ReconInputs {
     pub l1_trades: LazyFrame,
     /// `l1/executions`.
     pub l1_executions: LazyFrame,
+    /// The date's [`distinct_executions`].
+    pub executions: LazyFrame,
     /// `l1/orders`.
     pub l1_orders: LazyFrame,
     /// The date's `l2/market_trades`.
@@ -1072,7 +1081,7 @@ pub fn reconciliation(i: &ReconInputs, w: &Window) -> LazyFrame {
         ),
     );
     // corrections whose execution is not among the date's
-    let rows = distinct_executions(i.l1_executions.clone(), w);
+    let rows = i.executions.clone();
     let fills = rows.clone().filter(is_fill()).select([
         col("exec_id").alias("ref_exec_id"),
         lit(true).alias("_known"),

@@ -336,9 +336,16 @@ impl Runner {
             if let Some(files) = partition_files(table, &date_dirs)? {
                 let t0 = Instant::now();
                 let data = data_schema(&table.schema()?);
-                let df = tokio::task::spawn_blocking(move || frame::read_parquet(&files, &data))
-                    .await
-                    .map_err(|e| RunError::Task(e.to_string()))??;
+                let df = tokio::task::spawn_blocking(move || -> Result<_, FrameError> {
+                    // no job reads the Kafka and ingest timestamps: not decoded
+                    let kept = frame::scan_parquet(&files, &data)?.drop(polars::prelude::cols([
+                        schema::COL_KAFKA_TS,
+                        schema::COL_INGEST_TS,
+                    ]));
+                    Ok(kept.collect()?)
+                })
+                .await
+                .map_err(|e| RunError::Task(e.to_string()))??;
                 tracing::debug!(
                     table = name,
                     rows = df.height(),
@@ -609,16 +616,23 @@ fn compute(
     let l2_trades = timed("l2_trades", || {
         jobs::l2_market_trades(lazy(names::MARKET_TRADES), w, p)
     })?;
+    // the date's distinct events, shared by the jobs that read them
+    let executions = timed("distinct executions", || {
+        jobs::distinct_executions(lazy(names::EXECUTIONS), w)
+    })?;
+    let orders = timed("distinct orders", || {
+        jobs::distinct_orders(lazy(names::ORDERS), w)
+    })?;
     let l2_execs = timed("l2_execs", || {
         jobs::l2_executions(
-            lazy(names::EXECUTIONS),
+            executions.clone().lazy(),
             r(names::REF_INSTRUMENTS),
             r(names::REF_ACCOUNTS),
             r(names::REF_FX_RATES),
             w,
         )
     })?;
-    let l2_orders = timed("l2_orders", || jobs::l2_orders(lazy(names::ORDERS), w))?;
+    let l2_orders = timed("l2_orders", || jobs::l2_orders(orders.clone().lazy(), w))?;
     let bars = timed("bars", || jobs::daily_bars(l2_trades.clone().lazy()))?;
     let positions = timed("positions", || {
         jobs::positions(
@@ -643,13 +657,14 @@ fn compute(
         jobs::transaction_report(l2_execs.clone().lazy())
     })?;
     let stats = timed("stats", || {
-        jobs::order_stats(lazy(names::ORDERS), lazy(names::EXECUTIONS), w)
+        jobs::order_stats(orders.clone().lazy(), executions.clone().lazy(), w)
     })?;
     let recon = timed("recon", || {
         jobs::reconciliation(
             &jobs::ReconInputs {
                 l1_trades: lazy(names::MARKET_TRADES),
                 l1_executions: lazy(names::EXECUTIONS),
+                executions: executions.clone().lazy(),
                 l1_orders: lazy(names::ORDERS),
                 l2_trades: l2_trades.clone().lazy(),
                 l2_executions: l2_execs.clone().lazy(),

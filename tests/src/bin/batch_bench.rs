@@ -15,8 +15,8 @@
 //!    a child process whose wall time and peak RSS are measured the same way.
 //!    Between the two it runs lakehouse's own jobs on DuckDB's work alone (`--same-work`, a
 //!    child process like the others): the bars and positions jobs (`jobs::l2_market_trades` ->
-//!    `daily_bars`, `jobs::l2_executions` -> `positions`) over the same L1 files, written to
-//!    two Parquet files as DuckDB writes its two.
+//!    `daily_bars`, `distinct_executions` -> `l2_executions` -> `positions`) over the same L1
+//!    files, written to two Parquet files as DuckDB writes its two.
 //! 3. Prints the three and the ratios, and checks that DuckDB and both lakehouse runs agree
 //!    on the bars, and DuckDB and lakehouse on every position's net quantity.
 //!

@@ -763,8 +763,9 @@ fn partition_files(
 }
 
 /// The columns of the data files: `schema` without the partition column (Delta keeps its
-/// value in the file's directory and the log, not in the file).
-fn data_schema(table_schema: &SchemaRef) -> SchemaRef {
+/// value in the file's directory and the log, not in the file): what [`frame::read_parquet`]
+/// takes for an L1 table's files.
+pub fn data_schema(table_schema: &SchemaRef) -> SchemaRef {
     let fields: Vec<_> = table_schema
         .fields()
         .iter()

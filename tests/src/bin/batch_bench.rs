@@ -329,7 +329,7 @@ async fn generate(root: &Path, scale: f64) -> Result<()> {
 /// to `OUT_DIR/{bars,positions}.parquet`: the work the DuckDB script does, with lakehouse's
 /// code (exact decimals), so the two are compared on the same work.
 fn same_work(args: &[String]) -> Result<()> {
-    use lakehouse_batch::{frame, jobs};
+    use lakehouse_batch::{frame, jobs, runner};
     use polars::prelude::{IntoLazy, ParquetWriter};
     let [lake, tape, execs, out] = args else {
         bail!("usage: batch-bench --same-work LAKE TAPE_FILES EXEC_FILES OUT_DIR");
@@ -349,17 +349,7 @@ fn same_work(args: &[String]) -> Result<()> {
         .await?;
         let mut schemas = Vec::new();
         for t in [names::MARKET_TRADES, names::EXECUTIONS] {
-            let s = lake.table(t).await?.schema()?;
-            // the files hold every column but the partition column
-            let fields: Vec<_> = s
-                .fields()
-                .iter()
-                .filter(|f| f.name() != lakehouse_lake::schema::COL_EVENT_DATE)
-                .cloned()
-                .collect();
-            schemas.push(std::sync::Arc::new(
-                deltalake::arrow::datatypes::Schema::new(fields),
-            ));
+            schemas.push(runner::data_schema(&lake.table(t).await?.schema()?));
         }
         let mut refs = Vec::new();
         for t in [

@@ -95,7 +95,7 @@ pub fn scan_parquet(
         let args = ScanArgsParquet {
             schema: Some(empty.schema().clone()),
             allow_missing_columns: true,
-            rechunk: true,
+            rechunk: false,
             ..Default::default()
         };
         LazyFrame::scan_parquet_files(paths, args)?

@@ -117,28 +117,38 @@ fn left_join(l: LazyFrame, r: LazyFrame, on: &[&str]) -> LazyFrame {
 /// each trade id, or of each whole print when it has no id, as `MarketTrade::dedup_key`),
 /// without prints carrying an excluded condition code.
 pub fn l2_market_trades(l1: LazyFrame, w: &Window, p: &JobParams) -> LazyFrame {
+    // only the columns the output and the exclusion rule read: the condition codes (a list
+    // joined into one text per print at the read) are read for the prints without an id,
+    // whose identity they are part of, and for every print when codes are excluded
+    let mut kept = vec![
+        "trade_id",
+        "symbol",
+        "venue",
+        "price",
+        "volume",
+        "ts",
+        "_partition",
+        "_offset",
+    ];
+    if !p.excluded_conditions.is_empty() {
+        kept.push("conditions");
+    }
     let day = l1.filter(w.contains_ts());
-    // most trade ids come once: only the repeated ones are put in rank order to keep the
-    // first delivery (a hash pass instead of sorting every print twice; the result is put in
-    // rank order at the end)
     let with_id = day
         .clone()
         .filter(col("trade_id").is_not_null())
-        .with_column(col("trade_id").is_duplicated().alias("_repeated"));
-    let once = with_id.clone().filter(col("_repeated").not());
-    let repeated = by_rank(with_id.filter(col("_repeated")))
-        .unique_stable_generic(Some(vec![col("trade_id")]), UniqueKeepStrategy::First);
-    let with_id = concat([once, repeated], UnionArgs::default())
-        .unwrap_or_else(failed)
-        .drop(polars::prelude::cols(["_repeated"]));
-    let without_id = by_rank(day.filter(col("trade_id").is_null())).unique_stable_generic(
-        Some(
-            ["symbol", "venue", "ts", "price", "volume", "conditions"]
-                .map(col)
-                .to_vec(),
-        ),
-        UniqueKeepStrategy::First,
-    );
+        .select(kept.iter().map(|c| col(*c)).collect::<Vec<_>>());
+    let with_id = first_by_rank(with_id, &["trade_id"]);
+    let without_id = by_rank(day.filter(col("trade_id").is_null()))
+        .unique_stable_generic(
+            Some(
+                ["symbol", "venue", "ts", "price", "volume", "conditions"]
+                    .map(col)
+                    .to_vec(),
+            ),
+            UniqueKeepStrategy::First,
+        )
+        .select(kept.iter().map(|c| col(*c)).collect::<Vec<_>>());
     let mut all = concat([with_id, without_id], UnionArgs::default()).unwrap_or_else(failed);
     if !p.excluded_conditions.is_empty() {
         let excluded = DataFrame::new(
@@ -189,12 +199,97 @@ pub fn l2_market_trades(l1: LazyFrame, w: &Window, p: &JobParams) -> LazyFrame {
     ])
 }
 
+/// The first delivery by rank of each distinct `keys`, the rows otherwise in their input
+/// order, as a Rust step in the plan: [`first_delivery`].
+fn first_by_rank(lf: LazyFrame, keys: &'static [&'static str]) -> LazyFrame {
+    lf.map(
+        move |df| first_delivery(df, keys),
+        opts(),
+        None,
+        Some("first delivery by rank"),
+    )
+}
+
+/// Most keys come once, so only the rows whose key hash repeats (the redeliveries, and any
+/// hash collision) are put in rank order and compared by their keys; the rest are kept
+/// without building a hash table of every key.
+fn first_delivery(df: DataFrame, keys: &[&str]) -> PolarsResult<DataFrame> {
+    use polars::prelude::{
+        BooleanChunked, ChunkSort, IdxCa, IdxSize, PlHashSet, PlSeedableRandomStateQuality,
+        UInt64Chunked,
+    };
+    let state = PlSeedableRandomStateQuality::fixed();
+    let mut hashes = Vec::with_capacity(df.height());
+    for (i, k) in keys.iter().enumerate() {
+        let s = df.column(k)?.as_materialized_series();
+        if i == 0 {
+            s.vec_hash(state.clone(), &mut hashes)?;
+        } else {
+            s.vec_hash_combine(state.clone(), &mut hashes)?;
+        }
+    }
+    // a hash that repeats sits beside itself once sorted (Polars sorts on every core)
+    let sorted = UInt64Chunked::from_vec("h".into(), hashes.clone()).sort(false);
+    let mut repeated = PlHashSet::default();
+    let mut previous = None;
+    for h in sorted.into_no_null_iter() {
+        if previous == Some(h) {
+            repeated.insert(h);
+        }
+        previous = Some(h);
+    }
+    if repeated.is_empty() {
+        return Ok(df);
+    }
+    let mut candidates: Vec<IdxSize> = (0..hashes.len())
+        .filter(|&i| repeated.contains(&hashes[i]))
+        .map(|i| i as IdxSize)
+        .collect();
+    let rank = |name: &str| -> PolarsResult<polars::prelude::Int64Chunked> {
+        Ok(df
+            .column(name)?
+            .cast(&DataType::Int64)?
+            .as_materialized_series()
+            .i64()?
+            .clone())
+    };
+    let (ts, partition, offset) = (rank("ts")?, rank("_partition")?, rank("_offset")?);
+    candidates.sort_unstable_by_key(|&i| {
+        let i = i as usize;
+        (ts.get(i), partition.get(i), offset.get(i))
+    });
+    // the candidates in rank order, each key's first kept (exact comparison by Polars)
+    let mut columns = df
+        .select(keys.iter().copied())?
+        .take(&IdxCa::from_vec("_row".into(), candidates.clone()))?;
+    columns.with_column(IdxCa::from_vec("_row".into(), candidates.clone()).into_column())?;
+    let firsts = columns
+        .lazy()
+        .unique_stable_generic(
+            Some(keys.iter().map(|k| col(*k)).collect()),
+            UniqueKeepStrategy::First,
+        )
+        .collect()?;
+    let mut keep = vec![true; df.height()];
+    for i in &candidates {
+        keep[*i as usize] = false;
+    }
+    for i in firsts
+        .column("_row")?
+        .as_materialized_series()
+        .idx()?
+        .into_no_null_iter()
+    {
+        keep[i as usize] = true;
+    }
+    df.filter(&BooleanChunked::new("keep".into(), &keep))
+}
+
 /// The date's execution events, each `exec_id` once (the first delivery by rank), in rank
 /// order: what [`l2_executions`], [`order_stats`] and [`reconciliation`] read (computed once
 /// per run and shared).
 pub fn distinct_executions(l1: LazyFrame, w: &Window) -> LazyFrame {
-    by_rank(l1.filter(w.contains_ts()))
-        .unique_stable_generic(Some(vec![col("exec_id")]), UniqueKeepStrategy::First)
+    by_rank(first_by_rank(l1.filter(w.contains_ts()), &["exec_id"]))
 }
 
 fn is_fill() -> Expr {
@@ -301,10 +396,7 @@ const ORDER_EVENT: [&str; 10] = [
 /// identity, as `Order::dedup_key`), in rank order: what [`l2_orders`] and [`order_stats`]
 /// read (computed once per run and shared).
 pub fn distinct_orders(l1: LazyFrame, w: &Window) -> LazyFrame {
-    by_rank(l1.filter(w.contains_ts())).unique_stable_generic(
-        Some(ORDER_EVENT.map(col).to_vec()),
-        UniqueKeepStrategy::First,
-    )
+    by_rank(first_by_rank(l1.filter(w.contains_ts()), &ORDER_EVENT))
 }
 
 /// `l2/orders` from the date's [`distinct_orders`]: one row per order with events on the
@@ -405,20 +497,18 @@ fn lake_err(e: lakehouse_lake::Error) -> PolarsError {
     PolarsError::ComputeError(e.to_string().into())
 }
 
-/// `l3/daily_bars`: per symbol, open and close (first and last print by rank), high, low,
-/// volume, trade count and VWAP = exact sum(price x volume) / sum(volume), rounded once.
+/// `l3/daily_bars` from the date's `l2/market_trades` in rank order, as [`l2_market_trades`]
+/// returns them: per symbol, open and close (first and last print by rank: a group keeps its
+/// rows' order), high, low, volume, trade count and VWAP = exact sum(price x volume) /
+/// sum(volume), rounded once.
 pub fn daily_bars(l2_trades: LazyFrame) -> LazyFrame {
-    let rank = ["ts", "_partition", "_offset"].map(col);
     l2_trades
         .group_by([col("business_date"), col("symbol")])
         .agg([
-            col("price")
-                .sort_by(rank.clone(), sorted())
-                .first()
-                .alias("open"),
+            col("price").first().alias("open"),
             col("price").max().alias("high"),
             col("price").min().alias("low"),
-            col("price").sort_by(rank, sorted()).last().alias("close"),
+            col("price").last().alias("close"),
             (col("price").cast(WIDE) * col("volume").cast(WIDE))
                 .sum()
                 .alias("_notional"),
@@ -470,9 +560,10 @@ pub fn daily_bars(l2_trades: LazyFrame) -> LazyFrame {
 }
 
 /// `l3/positions`: the previous date's closing positions carried forward with the date's
-/// effective executions applied in rank order by the average-cost method
-/// (`lake::positions::Position`), marked to the date's closing price (the previous close for
-/// a symbol without prints that date): market value and unrealized P&L.
+/// effective executions applied in rank order (`l2_executions` in rank order, as
+/// [`l2_executions`] returns them) by the average-cost method (`lake::positions::Position`),
+/// marked to the date's closing price (the previous close for a symbol without prints that
+/// date): market value and unrealized P&L.
 pub fn positions(
     previous: LazyFrame,
     l2_executions: LazyFrame,
@@ -480,7 +571,7 @@ pub fn positions(
     w: &Window,
 ) -> LazyFrame {
     let carried = previous.clone().select([
-        lit(0i32).cast(DataType::Int32).alias("_kind"),
+        lit(true).alias("_carried"),
         col("account"),
         col("symbol"),
         lit(polars::prelude::NULL)
@@ -488,23 +579,17 @@ pub fn positions(
             .alias("side"),
         null_dec().alias("price"),
         null_dec().alias("quantity"),
-        lit(0i64).cast(DataType::Int64).alias("ts"),
-        lit(0i32).cast(DataType::Int32).alias("_partition"),
-        lit(0i64).cast(DataType::Int64).alias("_offset"),
         col("net_quantity"),
         col("avg_cost"),
         col("realized_pnl"),
     ]);
     let fills = l2_executions.select([
-        lit(1i32).cast(DataType::Int32).alias("_kind"),
+        lit(false).alias("_carried"),
         col("account"),
         col("symbol"),
         col("side"),
         col("price"),
         col("quantity"),
-        col("ts").cast(DataType::Int64),
-        col("_partition").cast(DataType::Int32),
-        col("_offset").cast(DataType::Int64),
         null_dec().alias("net_quantity"),
         null_dec().alias("avg_cost"),
         null_dec().alias("realized_pnl"),
@@ -517,9 +602,9 @@ pub fn positions(
         ("realized_pnl".into(), DEC),
     ]));
     let out_schema = schema.clone();
+    // a union keeps its inputs' order: the carried rows, then the fills in rank order
     let book = concat([carried, fills], UnionArgs::default())
         .unwrap_or_else(failed)
-        .sort(["_kind", "ts", "_partition", "_offset"], sorted())
         .map(
             move |df| apply_fills(&df),
             opts(),
@@ -557,29 +642,40 @@ pub fn positions(
     ])
 }
 
-/// The sequential step of [`positions`]: carried rows (kind 0) seed the book, fills (kind 1,
-/// in rank order) move it.
+/// The sequential step of [`positions`]: the carried rows seed the book, the fills (in rank
+/// order) move it. One row per (account, symbol) comes out, in no particular order (the plan
+/// sorts them).
 fn apply_fills(df: &DataFrame) -> PolarsResult<DataFrame> {
-    let kind = df.column("_kind")?.as_materialized_series().i32()?.clone();
-    let (account, symbol, side) = (
-        texts(df, "account")?,
-        texts(df, "symbol")?,
-        texts(df, "side")?,
-    );
+    use polars::prelude::PlHashMap;
+    let str_col = |name: &str| -> PolarsResult<Vec<Option<&str>>> {
+        Ok(df
+            .column(name)?
+            .as_materialized_series()
+            .str()?
+            .iter()
+            .collect())
+    };
+    let carried: Vec<Option<bool>> = df
+        .column("_carried")?
+        .as_materialized_series()
+        .bool()?
+        .iter()
+        .collect();
+    let (account, symbol, side) = (str_col("account")?, str_col("symbol")?, str_col("side")?);
     let (price, quantity) = (decimals(df, "price")?, decimals(df, "quantity")?);
     let (net, avg, realized) = (
         decimals(df, "net_quantity")?,
         decimals(df, "avg_cost")?,
         decimals(df, "realized_pnl")?,
     );
-    let mut book: BTreeMap<(String, String), Position> = BTreeMap::new();
+    let mut book: PlHashMap<(&str, &str), Position> = PlHashMap::default();
     let d = |v: Option<i128>| Decimal::from_raw(v.unwrap_or(0));
-    for (i, k) in kind.iter().enumerate() {
+    for (i, c) in carried.iter().enumerate() {
         let key = (
-            account[i].clone().unwrap_or_default(),
-            symbol[i].clone().unwrap_or_default(),
+            account[i].unwrap_or_default(),
+            symbol[i].unwrap_or_default(),
         );
-        if k == Some(0) {
+        if *c == Some(true) {
             book.insert(
                 key,
                 Position {
@@ -590,7 +686,7 @@ fn apply_fills(df: &DataFrame) -> PolarsResult<DataFrame> {
             );
             continue;
         }
-        let side = match side[i].as_deref() {
+        let side = match side[i] {
             Some("BUY") => Side::Buy,
             Some("SELL") => Side::Sell,
             other => {
@@ -1154,4 +1250,64 @@ pub fn reconciliation(i: &ReconInputs, w: &Window) -> LazyFrame {
         col("status"),
         col("detail"),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use polars::prelude::{DataFrame, IntoColumn, NamedFrom, Series};
+
+    use super::first_delivery;
+
+    fn frame(cols: Vec<Series>) -> DataFrame {
+        let n = cols[0].len();
+        DataFrame::new(n, cols.into_iter().map(IntoColumn::into_column).collect()).unwrap()
+    }
+
+    fn rows(df: &DataFrame) -> Vec<String> {
+        let c = df.column("row").unwrap().as_materialized_series().clone();
+        c.str()
+            .unwrap()
+            .iter()
+            .flatten()
+            .map(String::from)
+            .collect()
+    }
+
+    #[test]
+    fn first_delivery_keeps_each_keys_first_by_rank_in_input_order() {
+        // A comes at rank ts 5 then (earlier in time, later in the input) ts 3; B's two
+        // deliveries tie on time and are ordered by partition
+        let df = frame(vec![
+            Series::new("trade_id".into(), ["A", "B", "A", "C", "B"]),
+            Series::new("ts".into(), [5i64, 1, 3, 2, 1]),
+            Series::new("_partition".into(), [0i32, 0, 1, 0, 1]),
+            Series::new("_offset".into(), [0i64, 1, 0, 2, 0]),
+            Series::new("row".into(), ["r0", "r1", "r2", "r3", "r4"]),
+        ]);
+        let out = first_delivery(df, &["trade_id"]).unwrap();
+        assert_eq!(rows(&out), ["r1", "r2", "r3"]);
+    }
+
+    #[test]
+    fn first_delivery_compares_every_key_and_nulls_as_equal() {
+        let df = frame(vec![
+            Series::new("k1".into(), [Some("a"), Some("a"), Some("a"), None, None]),
+            Series::new("k2".into(), [None, None, Some("b"), Some("c"), Some("c")]),
+            Series::new("ts".into(), [2i64, 1, 0, 7, 6]),
+            Series::new("_partition".into(), [0i32; 5]),
+            Series::new("_offset".into(), [0i64, 1, 2, 3, 4]),
+            Series::new("row".into(), ["r0", "r1", "r2", "r3", "r4"]),
+        ]);
+        let out = first_delivery(df, &["k1", "k2"]).unwrap();
+        assert_eq!(rows(&out), ["r1", "r2", "r4"]);
+        // nothing repeated: the frame comes back as it was
+        let once = frame(vec![
+            Series::new("k1".into(), ["x", "y"]),
+            Series::new("ts".into(), [1i64, 0]),
+            Series::new("_partition".into(), [0i32, 0]),
+            Series::new("_offset".into(), [0i64, 1]),
+            Series::new("row".into(), ["r0", "r1"]),
+        ]);
+        assert_eq!(rows(&first_delivery(once, &["k1"]).unwrap()), ["r0", "r1"]);
+    }
 }

@@ -1,19 +1,16 @@
-//! The hand-over between the lake's Arrow record batches (arrow-rs, through delta-rs) and
-//! Polars data frames: an Arrow IPC stream in memory, both ways. No `unsafe` (the workspace
-//! forbids it); the copy is the price, paid once per job input and output. Local Parquet
-//! files of a table snapshot are read by Polars itself ([`read_parquet`]), with no copy.
+//! The hand-over between the lake and Polars. In: local Parquet files of a table snapshot are
+//! read by Polars itself ([`read_parquet`], [`scan_parquet`]); record batches scanned through
+//! delta-rs (an object store, reference data) come over as an Arrow IPC stream in memory
+//! ([`to_polars`]; no `unsafe`, which the workspace forbids, so the copy is the price). Out:
+//! Polars writes a job's result as the Parquet file the lake commits ([`to_parquet`]).
 
 use std::io::Cursor;
 
-use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::arrow::error::ArrowError;
-use deltalake::arrow::ipc::reader::StreamReader;
 use deltalake::arrow::ipc::writer::StreamWriter;
 use deltalake::arrow::record_batch::RecordBatch;
-use polars::prelude::{
-    DataFrame, IpcStreamReader, IpcStreamWriter, PolarsError, SerReader, SerWriter,
-};
+use polars::prelude::{DataFrame, IpcStreamReader, PolarsError, SerReader};
 
 /// Why a hand-over failed.
 #[derive(Debug, thiserror::Error)]
@@ -117,32 +114,49 @@ pub fn scan_parquet(
     Ok(lf)
 }
 
-/// A Polars data frame -> record batches in exactly `schema` (column order and types: Polars
-/// hands strings back as `LargeUtf8`, and integers may widen; both are cast back). A column
-/// `schema` names that the frame lacks is an error.
-pub fn from_polars(df: &mut DataFrame, schema: &SchemaRef) -> Result<Vec<RecordBatch>, FrameError> {
-    let mut buf = Vec::new();
-    IpcStreamWriter::new(&mut buf).finish(df)?;
-    let reader = StreamReader::try_new(Cursor::new(buf), None)?;
-    let mut out = Vec::new();
-    for b in reader {
-        let b = b?;
-        let mut cols = Vec::with_capacity(schema.fields().len());
-        for f in schema.fields() {
-            let col = b.column_by_name(f.name()).ok_or_else(|| {
-                FrameError::Schema(format!("the job's result has no column `{}`", f.name()))
-            })?;
-            let col = if col.data_type() == f.data_type() {
-                col.clone()
-            } else {
-                cast(col, f.data_type())?
-            };
-            cols.push(col);
+/// A job's frame as one Parquet file of `schema`'s columns except `partition` (a Delta
+/// partition column lives in the file's path), each in the Polars type `schema` maps to (as
+/// [`to_polars`]), written by Polars on every core with Snappy pages and column statistics.
+/// The bytes depend only on the rows and their order: the frame is put in one chunk and cut
+/// into row groups of a fixed row count. A column `schema` names that the frame lacks is an
+/// error.
+pub fn to_parquet(
+    df: DataFrame,
+    schema: &SchemaRef,
+    partition: &str,
+) -> Result<Vec<u8>, FrameError> {
+    use polars::prelude::{IntoLazy, ParquetCompression, ParquetWriter, col};
+    let target = to_polars(schema, &[])?;
+    let mut select = Vec::with_capacity(target.width());
+    for c in target.columns() {
+        if c.name().as_str() == partition {
+            continue;
         }
-        out.push(RecordBatch::try_new(schema.clone(), cols)?);
+        let Some(have) = df.schema().get(c.name()) else {
+            return Err(FrameError::Schema(format!(
+                "the job's result has no column `{}`",
+                c.name()
+            )));
+        };
+        let e = col(c.name().clone());
+        select.push(if have == c.dtype() {
+            e
+        } else {
+            e.strict_cast(c.dtype().clone())
+        });
     }
-    Ok(out)
+    let mut out = df.lazy().select(select).collect()?;
+    out.rechunk_mut_par();
+    let mut buf = Vec::new();
+    ParquetWriter::new(&mut buf)
+        .with_compression(ParquetCompression::Snappy)
+        .with_row_group_size(Some(ROW_GROUP_ROWS))
+        .finish(&mut out)?;
+    Ok(buf)
 }
+
+/// Rows per row group of the files [`to_parquet`] writes (about 10-40 MB of a job's output).
+const ROW_GROUP_ROWS: usize = 1 << 20;
 
 #[cfg(test)]
 mod tests {
@@ -152,12 +166,18 @@ mod tests {
     use deltalake::arrow::array::{
         Array, AsArray, Decimal128Array, StringArray, TimestampMicrosecondArray,
     };
+    use deltalake::arrow::compute::cast;
     use deltalake::arrow::datatypes::{DataType, Decimal128Type, Field, Schema, TimeUnit};
     use polars::prelude::{IntoLazy, col};
 
     #[test]
     fn decimals_timestamps_and_strings_survive_both_ways_exactly() {
+        use deltalake::arrow::array::Int64Array;
+        use deltalake::arrow::datatypes::Int64Type;
+        use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        use polars::prelude::len;
         let schema: SchemaRef = Arc::new(Schema::new(vec![
+            Field::new("business_date", DataType::Date32, false),
             Field::new("symbol", DataType::Utf8, false),
             Field::new("price", DataType::Decimal128(38, 8), false),
             Field::new(
@@ -165,10 +185,12 @@ mod tests {
                 DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
                 false,
             ),
+            Field::new("n", DataType::Int64, false),
         ]));
         let b = RecordBatch::try_new(
             schema.clone(),
             vec![
+                Arc::new(deltalake::arrow::array::Date32Array::from(vec![7, 7, 7])),
                 Arc::new(StringArray::from(vec!["A", "A", "B"])),
                 Arc::new(
                     Decimal128Array::from(vec![10_000_000i128, 20_000_000, 1])
@@ -176,29 +198,65 @@ mod tests {
                         .unwrap(),
                 ),
                 Arc::new(TimestampMicrosecondArray::from(vec![1, 2, 3]).with_timezone("UTC")),
+                Arc::new(Int64Array::from(vec![0, 0, 0])),
             ],
         )
         .unwrap();
         let df = to_polars(&schema, &[b]).unwrap();
-        // 0.1 + 0.2 is exactly 0.3 in decimals
-        let mut sums = df
+        // 0.1 + 0.2 is exactly 0.3 in decimals; Polars counts in its own integer type
+        let sums = df
             .lazy()
-            .group_by([col("symbol")])
-            .agg([col("price").sum(), col("ts").max()])
+            .group_by([col("business_date"), col("symbol")])
+            .agg([col("price").sum(), col("ts").max(), len().alias("n")])
             .sort(["symbol"], Default::default())
             .collect()
             .unwrap();
-        let back = from_polars(&mut sums, &schema).unwrap();
-        assert_eq!(back[0].schema(), schema);
+        let bytes = to_parquet(sums.clone(), &schema, "business_date").unwrap();
+        let back: Vec<RecordBatch> =
+            ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
+                .unwrap()
+                .build()
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+        // the partition column is left out, every other column keeps the table's type
+        let names: Vec<String> = back[0]
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        assert_eq!(names, ["symbol", "price", "ts", "n"]);
         let prices = back[0].column(1).as_primitive::<Decimal128Type>();
+        assert_eq!(prices.data_type(), &DataType::Decimal128(38, 8));
         assert_eq!(prices.values().to_vec(), vec![30_000_000, 1]);
-        assert_eq!(back[0].column(0).as_string::<i32>().value(1), "B");
-        assert!(back[0].column(2).is_valid(0));
+        let text = cast(back[0].column(0), &DataType::Utf8).unwrap();
+        assert_eq!(text.as_string::<i32>().value(1), "B");
+        let ts = cast(back[0].column(2), schema.field(3).data_type()).unwrap();
+        assert_eq!(
+            ts.as_primitive::<deltalake::arrow::datatypes::TimestampMicrosecondType>()
+                .values()
+                .to_vec(),
+            vec![2, 3]
+        );
+        assert_eq!(
+            back[0]
+                .column(3)
+                .as_primitive::<Int64Type>()
+                .values()
+                .to_vec(),
+            vec![2, 1]
+        );
+        // the same rows give the same bytes
+        assert_eq!(
+            to_parquet(sums.clone(), &schema, "business_date").unwrap(),
+            to_parquet(sums.clone(), &schema, "business_date").unwrap()
+        );
         let empty = to_polars(&schema, &[]).unwrap();
         assert_eq!(empty.height(), 0);
         let missing: SchemaRef =
             Arc::new(Schema::new(vec![Field::new("nope", DataType::Utf8, true)]));
-        assert!(from_polars(&mut sums, &missing).is_err());
+        assert!(to_parquet(sums, &missing, "business_date").is_err());
     }
 
     #[test]
@@ -265,13 +323,11 @@ mod tests {
         assert_eq!(text("venue"), [s("XNAS"), None, s("XLON"), None]);
         assert_eq!(text("symbol"), [s("X"), s("Y"), s("Z"), s("X")]);
         // decimals come through exactly, with the table's scale
-        let back = from_polars(
-            &mut df.select(["price"]).unwrap(),
-            &Arc::new(schema.project(&[1]).unwrap()),
-        )
-        .unwrap();
-        let prices = back[0].column(0).as_primitive::<Decimal128Type>();
-        assert_eq!(prices.values().to_vec(), vec![1, 2, 3, 1]);
+        let price = df.column("price").unwrap();
+        assert_eq!(price.dtype(), &polars::prelude::DataType::Decimal(38, 8));
+        let prices = price.decimal().unwrap();
+        let raw: Vec<Option<i128>> = prices.physical().iter().collect();
+        assert_eq!(raw, [Some(1), Some(2), Some(3), Some(1)]);
         let none = read_parquet(&[], &schema).unwrap();
         assert_eq!(none.height(), 0);
         assert_eq!(

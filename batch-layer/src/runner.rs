@@ -401,8 +401,9 @@ impl Runner {
         let boundary = self.boundary(partitions, &l1_tables).await?;
 
         let jobs_s = clock.elapsed().as_secs_f64() - read_s;
-        // the 10 outputs are written concurrently, each on its own task (Parquet encoding is
-        // the cost); none is visible to serving before the ledger row below publishes them all
+        // the 10 outputs are written concurrently, each on its own task: Polars encodes the
+        // Parquet file, the lake stores it and commits it in place of the date's files. None
+        // is visible to serving before the ledger row below publishes them all
         let meta: std::collections::HashMap<String, Value> = [
             ("lakehouse.batch.run_id".to_string(), json!(run_id)),
             ("lakehouse.batch.inputs".to_string(), json!(inputs)),
@@ -410,10 +411,10 @@ impl Runner {
         .into_iter()
         .collect();
         let mut writes = tokio::task::JoinSet::new();
-        // as many at once as there are cores: more would only hold more converted copies
+        // as many at once as there are cores: more would only hold more encoded files
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(cores));
-        for (name, mut df) in OUTPUTS.into_iter().zip(frames) {
+        for (name, df) in OUTPUTS.into_iter().zip(frames) {
             let (lake, meta, slots) = (self.lake.clone(), meta.clone(), slots.clone());
             writes.spawn(async move {
                 let _slot = slots
@@ -423,16 +424,22 @@ impl Runner {
                 let mut table = lake.table(name).await?;
                 let schema = table.schema()?;
                 let rows = df.height();
-                let batches = tokio::task::spawn_blocking(move || {
-                    // one chunk: the files written do not depend on how Polars split its work
-                    df.rechunk_mut_par();
-                    frame::from_polars(&mut df, &schema)
+                let parquet = tokio::task::spawn_blocking(move || {
+                    frame::to_parquet(df, &schema, schema::COL_BUSINESS_DATE)
                         .map_err(|e| FrameError::Schema(format!("{name}: {e}")))
                 })
                 .await
                 .map_err(|e| RunError::Task(e.to_string()))??;
+                let file = table
+                    .put_data_file(
+                        schema::COL_BUSINESS_DATE,
+                        &date.to_string(),
+                        parquet.into(),
+                        rows as u64,
+                    )
+                    .await?;
                 let v = table
-                    .replace_partition(schema::COL_BUSINESS_DATE, date, batches, meta)
+                    .replace_partition_files(schema::COL_BUSINESS_DATE, date, vec![file], meta)
                     .await?;
                 tracing::debug!(table = name, version = v, "replaced {date}");
                 Ok::<_, RunError>((name, rows, v))

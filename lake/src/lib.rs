@@ -51,5 +51,5 @@ pub use error::{Error, ErrorKind, Result};
 pub use kafka::{Offset, OffsetRange, OffsetRanges, Partition, PipelineId, Topic, TopicPartition};
 pub use lake::{Lake, TableSummary};
 pub use storage::{LakeConfig, S3Config, Sensitive};
-pub use table::{Commit, Compaction, Table, Vacuum, Version};
+pub use table::{Commit, Compaction, StoredFile, Table, Vacuum, Version};
 pub use time::{BusinessCalendar, BusinessDate, EventTime};

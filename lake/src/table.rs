@@ -67,6 +67,19 @@ pub struct Vacuum {
     pub dry_run: bool,
 }
 
+/// A Parquet data file stored under a table by a writer other than delta-rs (the batch layer
+/// writes its outputs with Polars), not visible to readers until a commit adds it
+/// ([`Table::replace_partition_files`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredFile {
+    /// Path under the table root (`<column>=<value>/part-....parquet`).
+    pub path: String,
+    /// Size in bytes.
+    pub size: i64,
+    /// Rows in the file.
+    pub rows: u64,
+}
+
 /// A lake table opened at some version.
 #[derive(Clone, Debug)]
 pub struct Table {
@@ -321,6 +334,93 @@ impl Table {
         let props = CommitProperties::default().with_metadata(metadata);
         self.write(batches, SaveMode::Overwrite, Some(predicate), props)
             .await
+    }
+
+    /// Stores `parquet` (one Parquet file holding rows of the partition `column` = `value`,
+    /// without that column) under the table. Nothing is visible until
+    /// [`Table::replace_partition_files`] commits it; a file never committed is an orphan
+    /// that vacuum removes.
+    pub async fn put_data_file(
+        &self,
+        column: &str,
+        value: &str,
+        parquet: bytes::Bytes,
+        rows: u64,
+    ) -> Result<StoredFile> {
+        let path = format!(
+            "{column}={value}/part-00000-{}-c000.snappy.parquet",
+            uuid::Uuid::new_v4()
+        );
+        let size = parquet.len() as i64;
+        use object_store::ObjectStoreExt;
+        self.inner
+            .log_store()
+            .object_store(None)
+            .put(
+                &object_store::path::Path::from(path.as_str()),
+                parquet.into(),
+            )
+            .await
+            .map_err(|e| self.err(e.into()))?;
+        Ok(StoredFile { path, size, rows })
+    }
+
+    /// Replaces every row whose partition `column` equals `date` with the rows of `files`
+    /// (stored by [`Table::put_data_file`]) in one commit: a reader sees the old files or the
+    /// new, never a mix. The commit is a Delta overwrite of that partition, as
+    /// [`Table::replace_partition`]'s.
+    pub async fn replace_partition_files(
+        &mut self,
+        column: &str,
+        date: BusinessDate,
+        files: Vec<StoredFile>,
+        mut metadata: HashMap<String, Value>,
+    ) -> Result<Version> {
+        use deltalake::kernel::transaction::CommitBuilder;
+        use deltalake::kernel::{Action, Add};
+        let value = date.to_string();
+        let filters = [(
+            column,
+            deltalake::FilterOp::Eq,
+            deltalake::FilterValue::Scalar(value.as_str()),
+        )];
+        let mut actions: Vec<Action> = self
+            .inner
+            .get_active_add_actions_by_partitions(&filters)
+            .map_ok(|f| Action::Remove(f.remove_action(true)))
+            .try_collect()
+            .await
+            .map_err(|e| self.err(e))?;
+        let now = Utc::now().timestamp_millis();
+        actions.extend(files.into_iter().map(|f| {
+            Action::Add(Add {
+                path: f.path,
+                partition_values: HashMap::from([(column.to_string(), Some(value.clone()))]),
+                size: f.size,
+                modification_time: now,
+                data_change: true,
+                stats: Some(serde_json::json!({ "numRecords": f.rows }).to_string()),
+                ..Default::default()
+            })
+        }));
+        metadata.insert(
+            META_REPLACED.to_string(),
+            serde_json::json!({ "column": column, "values": [value] }),
+        );
+        let operation = deltalake::protocol::DeltaOperation::Write {
+            mode: SaveMode::Overwrite,
+            partition_by: Some(self.partition_columns()?),
+            predicate: Some(format!("{column} = '{value}'")),
+        };
+        let snapshot = self.inner.snapshot().map_err(|e| self.err(e))?;
+        let done = CommitBuilder::from(CommitProperties::default().with_metadata(metadata))
+            .with_actions(actions)
+            .build(Some(snapshot), self.inner.log_store(), operation)
+            .await
+            .map_err(|e| self.err(e))?;
+        let version = done.version();
+        self.refresh().await?;
+        Ok(version as Version)
     }
 
     /// Replaces the whole table's rows with `batches` in one commit.

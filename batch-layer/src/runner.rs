@@ -387,23 +387,21 @@ impl Runner {
         }
         let previous = self.previous_positions(date).await?;
         let read_s = clock.elapsed().as_secs_f64();
-        // Polars runs on its own threads, off the async runtime (which keeps serving I/O)
+        // Polars runs on its own threads, off the async runtime (which keeps serving I/O).
+        // Each output is written as soon as no later job reads it, so its memory is freed
+        // while the others are computed: Polars encodes the Parquet file, the lake stores it
+        // and commits it in place of the date's files. None is visible to serving before the
+        // ledger row below publishes them all.
         let params = self.params.clone();
-        let (frames, partitions) = tokio::task::spawn_blocking(move || -> Result<_, RunError> {
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+        let computed = tokio::task::spawn_blocking(move || -> Result<_, RunError> {
             let partitions = partitions_of(&l1)?;
-            Ok((
-                compute(&l1, &refs, previous.lazy(), &w, &params)?,
-                partitions,
-            ))
-        })
-        .await
-        .map_err(|e| RunError::Task(e.to_string()))??;
-        let boundary = self.boundary(partitions, &l1_tables).await?;
-
-        let jobs_s = clock.elapsed().as_secs_f64() - read_s;
-        // the 10 outputs are written concurrently, each on its own task: Polars encodes the
-        // Parquet file, the lake stores it and commits it in place of the date's files. None
-        // is visible to serving before the ledger row below publishes them all
+            compute(l1, &refs, previous.lazy(), &w, &params, &mut |name, df| {
+                // the receiver only goes when the run has failed already
+                let _ = done_tx.send((name, df));
+            })?;
+            Ok(partitions)
+        });
         let meta: std::collections::HashMap<String, Value> = [
             ("lakehouse.batch.run_id".to_string(), json!(run_id)),
             ("lakehouse.batch.inputs".to_string(), json!(inputs)),
@@ -414,7 +412,7 @@ impl Runner {
         // as many at once as there are cores: more would only hold more encoded files
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(cores));
-        for (name, df) in OUTPUTS.into_iter().zip(frames) {
+        while let Some((name, df)) = done_rx.recv().await {
             let (lake, meta, slots) = (self.lake.clone(), meta.clone(), slots.clone());
             writes.spawn(async move {
                 let _slot = slots
@@ -445,6 +443,10 @@ impl Runner {
                 Ok::<_, RunError>((name, rows, v))
             });
         }
+        // the jobs are done (the channel closed); a failed job fails the run once the writes
+        // already started have finished
+        let computed = computed.await.map_err(|e| RunError::Task(e.to_string()));
+        let jobs_s = clock.elapsed().as_secs_f64() - read_s;
         let mut outputs = BTreeMap::new();
         let mut rows = BTreeMap::new();
         let mut failed = None;
@@ -461,9 +463,11 @@ impl Runner {
                 }
             }
         }
-        if let Some(e) = failed {
-            return Err(e);
-        }
+        let partitions = match (computed, failed) {
+            (Ok(Ok(partitions)), None) => partitions,
+            (Err(e) | Ok(Err(e)), _) | (_, Some(e)) => return Err(e),
+        };
+        let boundary = self.boundary(partitions, &l1_tables).await?;
         let total_s = clock.elapsed().as_secs_f64();
         tracing::info!(
             %date,
@@ -594,7 +598,6 @@ impl Runner {
     }
 }
 
-/// The job chain over one date's inputs, in [`OUTPUTS`] order.
 /// Collects a job's frame and logs how long it took (debug).
 fn timed(
     job: &str,
@@ -611,25 +614,52 @@ fn timed(
     Ok(df)
 }
 
+/// The job chain over one date's inputs: each of the [`OUTPUTS`] is handed to `done` once,
+/// as soon as no later job reads it.
 fn compute(
-    l1: &BTreeMap<&str, DataFrame>,
+    mut l1: BTreeMap<&str, DataFrame>,
     refs: &BTreeMap<&str, polars::prelude::LazyFrame>,
     previous: polars::prelude::LazyFrame,
     w: &Window,
     p: &JobParams,
-) -> Result<[DataFrame; 10], RunError> {
-    let lazy = |name: &str| l1[name].clone().lazy();
+    done: &mut dyn FnMut(&'static str, DataFrame),
+) -> Result<(), RunError> {
+    // reconciliation counts the L1 rows of the date: it keeps only the columns it reads
+    // (sharing their buffers), and the rest of each input is freed once its job has run
+    let recon = |name: &str, cols: &[&str]| -> Result<polars::prelude::LazyFrame, RunError> {
+        Ok(l1
+            .get(name)
+            .map(|df| df.select(cols.iter().copied()))
+            .transpose()?
+            .unwrap_or_default()
+            .lazy())
+    };
+    let l1_trades = recon(names::MARKET_TRADES, &["ts", "volume"])?;
+    let l1_executions = recon(names::EXECUTIONS, &["ts"])?;
+    let l1_orders = recon(names::ORDERS, &["ts"])?;
+    let mut take = |name: &str| l1.remove(name).unwrap_or_default().lazy();
     let r = |name: &str| refs[name].clone();
     let l2_trades = timed("l2_trades", || {
-        jobs::l2_market_trades(lazy(names::MARKET_TRADES), w, p)
+        jobs::l2_market_trades(take(names::MARKET_TRADES), w, p)
     })?;
+    let bars = timed("bars", || jobs::daily_bars(l2_trades.clone().lazy()))?;
+    // reconciliation sums the L2 prints' volume: the rest of the 10M rows can go
+    let l2_trades_volume = l2_trades.select(["volume"])?;
+    done(names::L2_MARKET_TRADES, l2_trades);
     // the date's distinct events, shared by the jobs that read them
     let executions = timed("distinct executions", || {
-        jobs::distinct_executions(lazy(names::EXECUTIONS), w)
+        jobs::distinct_executions(take(names::EXECUTIONS), w)
     })?;
     let orders = timed("distinct orders", || {
-        jobs::distinct_orders(lazy(names::ORDERS), w)
+        jobs::distinct_orders(take(names::ORDERS), w)
     })?;
+    let l2_orders = timed("l2_orders", || jobs::l2_orders(orders.clone().lazy(), w))?;
+    let stats = timed("stats", || {
+        jobs::order_stats(orders.lazy(), executions.clone().lazy(), w)
+    })?;
+    done(names::ORDER_STATS, stats);
+    let l2_orders_count = l2_orders.select(["order_id"])?;
+    done(names::L2_ORDERS, l2_orders);
     let l2_execs = timed("l2_execs", || {
         jobs::l2_executions(
             executions.clone().lazy(),
@@ -639,8 +669,6 @@ fn compute(
             w,
         )
     })?;
-    let l2_orders = timed("l2_orders", || jobs::l2_orders(orders.clone().lazy(), w))?;
-    let bars = timed("bars", || jobs::daily_bars(l2_trades.clone().lazy()))?;
     let positions = timed("positions", || {
         jobs::positions(
             previous.clone(),
@@ -659,23 +687,23 @@ fn compute(
             p,
         )
     })?;
+    done(names::DESK_EXPOSURE, exposure);
     let large = timed("large", || jobs::large_trades(l2_execs.clone().lazy(), p))?;
+    done(names::LARGE_TRADES, large);
     let report = timed("report", || {
         jobs::transaction_report(l2_execs.clone().lazy())
     })?;
-    let stats = timed("stats", || {
-        jobs::order_stats(orders.clone().lazy(), executions.clone().lazy(), w)
-    })?;
+    done(names::TRANSACTION_REPORT, report);
     let recon = timed("recon", || {
         jobs::reconciliation(
             &jobs::ReconInputs {
-                l1_trades: lazy(names::MARKET_TRADES),
-                l1_executions: lazy(names::EXECUTIONS),
-                executions: executions.clone().lazy(),
-                l1_orders: lazy(names::ORDERS),
-                l2_trades: l2_trades.clone().lazy(),
+                l1_trades,
+                l1_executions,
+                executions: executions.lazy(),
+                l1_orders,
+                l2_trades: l2_trades_volume.lazy(),
                 l2_executions: l2_execs.clone().lazy(),
-                l2_orders: l2_orders.clone().lazy(),
+                l2_orders: l2_orders_count.lazy(),
                 bars: bars.clone().lazy(),
                 positions: positions.clone().lazy(),
                 previous_positions: previous.clone(),
@@ -683,10 +711,11 @@ fn compute(
             w,
         )
     })?;
-
-    Ok([
-        l2_trades, l2_execs, l2_orders, bars, positions, exposure, large, report, stats, recon,
-    ])
+    done(names::L2_EXECUTIONS, l2_execs);
+    done(names::DAILY_BARS, bars);
+    done(names::POSITIONS, positions);
+    done(names::RECONCILIATION, recon);
+    Ok(())
 }
 
 /// The Kafka (topic, partition) pairs the inputs hold.

@@ -133,22 +133,22 @@ pub fn l2_market_trades(l1: LazyFrame, w: &Window, p: &JobParams) -> LazyFrame {
     if !p.excluded_conditions.is_empty() {
         kept.push("conditions");
     }
+    let project = |lf: LazyFrame| lf.select(kept.iter().map(|c| col(*c)).collect::<Vec<_>>());
     let day = l1.filter(w.contains_ts());
-    let with_id = day
-        .clone()
-        .filter(col("trade_id").is_not_null())
-        .select(kept.iter().map(|c| col(*c)).collect::<Vec<_>>());
-    let with_id = first_by_rank(with_id, &["trade_id"]);
-    let without_id = by_rank(day.filter(col("trade_id").is_null()))
-        .unique_stable_generic(
+    let with_id = first_by_rank(
+        project(day.clone().filter(col("trade_id").is_not_null())),
+        &["trade_id"],
+    );
+    let without_id = project(
+        by_rank(day.filter(col("trade_id").is_null())).unique_stable_generic(
             Some(
                 ["symbol", "venue", "ts", "price", "volume", "conditions"]
                     .map(col)
                     .to_vec(),
             ),
             UniqueKeepStrategy::First,
-        )
-        .select(kept.iter().map(|c| col(*c)).collect::<Vec<_>>());
+        ),
+    );
     let mut all = concat([with_id, without_id], UnionArgs::default()).unwrap_or_else(failed);
     if !p.excluded_conditions.is_empty() {
         let excluded = DataFrame::new(

@@ -552,3 +552,62 @@ async fn orders_final_state_with_a_cancel_of_an_order_from_the_day_before() {
     assert_eq!(texts(&stats, "trader"), ["T1"]);
     assert_eq!(texts(&stats, "order_to_trade"), ["null"]);
 }
+
+/// l2/market_trades: a print without a trade id is identified by its whole content (its
+/// redelivery counted once), and prints carrying an excluded condition code are left out,
+/// with or without an id; the bars are made of what remains, in rank order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prints_without_ids_and_excluded_condition_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = lake_at(dir.path().to_str().unwrap()).await;
+    let anonymous = |price: &str, ts: &str, conditions: &[&str]| MarketTrade {
+        trade_id: None,
+        conditions: conditions.iter().map(|c| c.to_string()).collect(),
+        ..print("", price, "1", ts)
+    };
+    let coded = |id: &str, price: &str, ts: &str, conditions: &[&str]| MarketTrade {
+        conditions: conditions.iter().map(|c| c.to_string()).collect(),
+        ..print(id, price, "2", ts)
+    };
+    let prints = [
+        anonymous("10", "2026-01-05T14:30:00Z", &["@"]),
+        coded("P1", "11", "2026-01-05T14:31:00Z", &["@", "T"]),
+        anonymous("10", "2026-01-05T14:30:00Z", &["@"]), // a redelivery
+        anonymous("10", "2026-01-05T14:30:00Z", &["@", "I"]), // another print
+        coded("P2", "13", "2026-01-05T14:32:00Z", &["Z"]), // excluded
+        anonymous("14", "2026-01-05T14:33:00Z", &["Z", "@"]), // excluded
+        coded("P3", "12", "2026-01-05T14:34:00Z", &[]),
+    ];
+    let delivered: Vec<_> = prints
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.clone(), meta("market-trades", i as i64)))
+        .collect();
+    append(
+        &lake,
+        names::MARKET_TRADES,
+        "market-trades",
+        events::market_trades_batch(&delivered).unwrap(),
+        6,
+    )
+    .await;
+    let runner = Runner::new(
+        lake.clone(),
+        BusinessCalendar::default(),
+        JobParams {
+            excluded_conditions: vec!["Z".into()],
+            ..params()
+        },
+        PipelineId::new("ingest"),
+    );
+    runner.run("2026-01-05".parse().unwrap()).await.unwrap();
+    let l2 = rows(&lake, names::L2_MARKET_TRADES, "2026-01-05").await;
+    assert_eq!(texts(&l2, "trade_id"), ["null", "null", "P1", "P3"]);
+    assert_eq!(texts(&l2, "_offset"), ["0", "3", "1", "6"]);
+    let bars = rows(&lake, names::DAILY_BARS, "2026-01-05").await;
+    assert_eq!(decs(&bars, "open"), [Some(d("10"))]);
+    assert_eq!(decs(&bars, "close"), [Some(d("12"))]);
+    assert_eq!(decs(&bars, "high"), [Some(d("12"))]);
+    assert_eq!(decs(&bars, "volume"), [Some(d("6"))]);
+    assert_eq!(texts(&bars, "trade_count"), ["4"]);
+}

@@ -347,12 +347,13 @@ impl Table {
         parquet: bytes::Bytes,
         rows: u64,
     ) -> Result<StoredFile> {
+        use object_store::ObjectStoreExt;
+        self.check_partition_column(column)?;
         let path = format!(
             "{column}={value}/part-00000-{}-c000.snappy.parquet",
             uuid::Uuid::new_v4()
         );
         let size = parquet.len() as i64;
-        use object_store::ObjectStoreExt;
         self.inner
             .log_store()
             .object_store(None)
@@ -378,6 +379,7 @@ impl Table {
     ) -> Result<Version> {
         use deltalake::kernel::transaction::CommitBuilder;
         use deltalake::kernel::{Action, Add};
+        self.check_partition_column(column)?;
         let value = date.to_string();
         let filters = [(
             column,
@@ -421,6 +423,19 @@ impl Table {
         let version = done.version();
         self.refresh().await?;
         Ok(version as Version)
+    }
+
+    /// `column` is the table's one partition column (what a stored file's path and commit
+    /// name).
+    fn check_partition_column(&self, column: &str) -> Result<()> {
+        let partitions = self.partition_columns()?;
+        if partitions != [column] {
+            return Err(Error::SchemaMismatch {
+                table: self.name.clone(),
+                detail: format!("partitioned by {partitions:?}, not by `{column}` alone"),
+            });
+        }
+        Ok(())
     }
 
     /// Replaces the whole table's rows with `batches` in one commit.

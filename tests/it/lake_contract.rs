@@ -402,6 +402,12 @@ pub(crate) async fn atomic_replace(lake: Lake, reader_lake: Lake) {
         }
     }
     done.store(true, Ordering::Release);
+    // a stored file names the table's partition column, and no other
+    let err = t
+        .put_data_file("symbol", "S0", parquet(&bars(d1, 9, 1)), 1)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("business_date"), "{err}");
     let reads = reader.await.unwrap();
     assert!(reads >= 3);
 

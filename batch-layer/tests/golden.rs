@@ -166,6 +166,16 @@ fn params() -> JobParams {
     }
 }
 
+/// A runner over `lake` with the default calendar and ingest's pipeline id.
+fn runner(lake: &Lake, p: JobParams) -> Runner {
+    Runner::new(
+        lake.clone(),
+        BusinessCalendar::default(),
+        p,
+        PipelineId::new("ingest"),
+    )
+}
+
 async fn rows(lake: &Lake, table: &str, date: &str) -> Vec<RecordBatch> {
     let t = lake.table(table).await.unwrap();
     let filter = deltalake::datafusion::prelude::col("business_date").eq(
@@ -293,12 +303,7 @@ async fn two_days_golden_on_a_local_lake_read_from_its_parquet_files() {
 
 async fn two_days_golden(lake: Lake) {
     let rows_e = two_days(&lake).await;
-    let runner = Runner::new(
-        lake.clone(),
-        BusinessCalendar::default(),
-        params(),
-        PipelineId::new("ingest"),
-    );
+    let runner = runner(&lake, params());
     let r1 = runner.run("2026-01-05".parse().unwrap()).await.unwrap();
     assert_eq!(r1.boundary["executions"][&0], 7);
     assert_eq!(r1.boundary["market-trades"][&0], 4);
@@ -528,12 +533,7 @@ async fn orders_final_state_with_a_cancel_of_an_order_from_the_day_before() {
         5,
     )
     .await;
-    let runner = Runner::new(
-        lake.clone(),
-        BusinessCalendar::default(),
-        params(),
-        PipelineId::new("ingest"),
-    );
+    let runner = runner(&lake, params());
     for day in ["2026-01-05", "2026-01-06"] {
         runner.run(day.parse().unwrap()).await.unwrap();
     }
@@ -591,14 +591,12 @@ async fn prints_without_ids_and_excluded_condition_codes() {
         6,
     )
     .await;
-    let runner = Runner::new(
-        lake.clone(),
-        BusinessCalendar::default(),
+    let runner = runner(
+        &lake,
         JobParams {
             excluded_conditions: vec!["Z".into()],
             ..params()
         },
-        PipelineId::new("ingest"),
     );
     runner.run("2026-01-05".parse().unwrap()).await.unwrap();
     let l2 = rows(&lake, names::L2_MARKET_TRADES, "2026-01-05").await;

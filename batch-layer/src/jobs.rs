@@ -70,13 +70,12 @@ fn sorted() -> SortMultipleOptions {
 }
 
 /// Event time, then Kafka partition and offset: the order every "first" and "last" uses.
-/// Partition and offset are unique in an L1 table (one topic each), so the order is total and
-/// the sort need not be stable: no two rows compare equal.
+const RANK: [&str; 3] = ["ts", "_partition", "_offset"];
+
+/// Rows in [`RANK`] order. Partition and offset are unique in an L1 table (one topic each),
+/// so the order is total and the sort need not be stable: no two rows compare equal.
 fn by_rank(lf: LazyFrame) -> LazyFrame {
-    lf.sort(
-        ["ts", "_partition", "_offset"],
-        SortMultipleOptions::default(),
-    )
+    lf.sort(RANK, SortMultipleOptions::default())
 }
 
 /// The date's FX rates: `currency`, `fx_rate`.
@@ -139,16 +138,10 @@ pub fn l2_market_trades(l1: LazyFrame, w: &Window, p: &JobParams) -> LazyFrame {
         project(day.clone().filter(col("trade_id").is_not_null())),
         &["trade_id"],
     );
-    let without_id = project(
-        by_rank(day.filter(col("trade_id").is_null())).unique_stable_generic(
-            Some(
-                ["symbol", "venue", "ts", "price", "volume", "conditions"]
-                    .map(col)
-                    .to_vec(),
-            ),
-            UniqueKeepStrategy::First,
-        ),
-    );
+    let without_id = project(first_by_rank(
+        day.filter(col("trade_id").is_null()),
+        &["symbol", "venue", "ts", "price", "volume", "conditions"],
+    ));
     let mut all = concat([with_id, without_id], UnionArgs::default()).unwrap_or_else(failed);
     if !p.excluded_conditions.is_empty() {
         let excluded = DataFrame::new(
@@ -241,39 +234,31 @@ fn first_delivery(df: DataFrame, keys: &[&str]) -> PolarsResult<DataFrame> {
     if repeated.is_empty() {
         return Ok(df);
     }
-    let mut candidates: Vec<IdxSize> = (0..hashes.len())
+    let candidates: Vec<IdxSize> = (0..hashes.len())
         .filter(|&i| repeated.contains(&hashes[i]))
         .map(|i| i as IdxSize)
         .collect();
-    let rank = |name: &str| -> PolarsResult<polars::prelude::Int64Chunked> {
-        Ok(df
-            .column(name)?
-            .cast(&DataType::Int64)?
-            .as_materialized_series()
-            .i64()?
-            .clone())
-    };
-    let (ts, partition, offset) = (rank("ts")?, rank("_partition")?, rank("_offset")?);
-    candidates.sort_unstable_by_key(|&i| {
-        let i = i as usize;
-        (ts.get(i), partition.get(i), offset.get(i))
-    });
-    // the candidates in rank order, each key's first kept (exact comparison by Polars)
-    let mut columns = df
-        .select(keys.iter().copied())?
-        .take(&IdxCa::from_vec("_row".into(), candidates.clone()))?;
-    columns.with_column(IdxCa::from_vec("_row".into(), candidates.clone()).into_column())?;
-    let firsts = columns
-        .lazy()
+    let mut keep = vec![true; df.height()];
+    for &i in &candidates {
+        keep[i as usize] = false;
+    }
+    // the candidates' keys and rank, with their row numbers: each key's first by rank is kept
+    // (exact comparison by Polars)
+    let mut read: Vec<&str> = keys.to_vec();
+    for c in RANK {
+        if !read.contains(&c) {
+            read.push(c);
+        }
+    }
+    let rows = IdxCa::from_vec("_row".into(), candidates);
+    let mut columns = df.select(read)?.take(&rows)?;
+    columns.with_column(rows.into_column())?;
+    let firsts = by_rank(columns.lazy())
         .unique_stable_generic(
             Some(keys.iter().map(|k| col(*k)).collect()),
             UniqueKeepStrategy::First,
         )
         .collect()?;
-    let mut keep = vec![true; df.height()];
-    for i in &candidates {
-        keep[*i as usize] = false;
-    }
     for i in firsts
         .column("_row")?
         .as_materialized_series()
@@ -320,7 +305,7 @@ pub fn l2_executions(
             lit(true).alias("_cancelled"),
         ])
         .unique_stable(None, UniqueKeepStrategy::First);
-    let rank = ["ts", "_partition", "_offset"].map(col);
+    let rank = RANK.map(col);
     let amended = corrections
         .filter(col("lifecycle").eq(lit("AMEND")))
         .group_by([col("ref_exec_id").alias("exec_id")])
@@ -483,9 +468,9 @@ fn decimals(df: &DataFrame, name: &str) -> PolarsResult<Vec<Option<i128>>> {
     Ok(s.decimal()?.physical().iter().collect())
 }
 
-fn texts(df: &DataFrame, name: &str) -> PolarsResult<Vec<Option<String>>> {
+fn texts<'a>(df: &'a DataFrame, name: &str) -> PolarsResult<Vec<Option<&'a str>>> {
     let s = df.column(name)?.as_materialized_series();
-    Ok(s.str()?.iter().map(|v| v.map(str::to_string)).collect())
+    Ok(s.str()?.iter().collect())
 }
 
 fn decimal_series(name: &str, values: Vec<Option<i128>>) -> PolarsResult<Series> {
@@ -647,21 +632,17 @@ pub fn positions(
 /// sorts them).
 fn apply_fills(df: &DataFrame) -> PolarsResult<DataFrame> {
     use polars::prelude::PlHashMap;
-    let str_col = |name: &str| -> PolarsResult<Vec<Option<&str>>> {
-        Ok(df
-            .column(name)?
-            .as_materialized_series()
-            .str()?
-            .iter()
-            .collect())
-    };
     let carried: Vec<Option<bool>> = df
         .column("_carried")?
         .as_materialized_series()
         .bool()?
         .iter()
         .collect();
-    let (account, symbol, side) = (str_col("account")?, str_col("symbol")?, str_col("side")?);
+    let (account, symbol, side) = (
+        texts(df, "account")?,
+        texts(df, "symbol")?,
+        texts(df, "side")?,
+    );
     let (price, quantity) = (decimals(df, "price")?, decimals(df, "quantity")?);
     let (net, avg, realized) = (
         decimals(df, "net_quantity")?,
@@ -1044,7 +1025,7 @@ fn count_and_list(lf: LazyFrame, id: &'static str) -> LazyFrame {
     lf.select([col(id)]).map(
         move |df| {
             let ids = texts(&df, id)?;
-            let listed: Vec<String> = ids.iter().take(20).flatten().cloned().collect();
+            let listed: Vec<&str> = ids.iter().take(20).flatten().copied().collect();
             DataFrame::new(
                 1,
                 vec![

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use deltalake::arrow::array::{Array, AsArray, RecordBatch};
 use deltalake::arrow::compute::cast;
-use deltalake::arrow::datatypes::{DataType, Decimal128Type};
+use deltalake::arrow::datatypes::{DataType, Decimal128Type, Int64Type};
 use lakehouse_batch::{JobParams, Runner};
 use lakehouse_lake::catalog::names;
 use lakehouse_lake::events::{self, Execution, KafkaMeta, Lifecycle, MarketTrade, Side};
@@ -79,7 +79,20 @@ fn print(id: &str, price: &str, volume: &str, ts: &str) -> MarketTrade {
     }
 }
 
-async fn append(lake: &Lake, table: &str, topic: &str, batch: RecordBatch, last: i64) {
+/// `events` as delivered on partition 0 of `topic`, at offsets 0, 1, ...
+fn delivered<T: Clone>(events: &[T], topic: &str) -> Vec<(T, KafkaMeta)> {
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.clone(), meta(topic, i as i64)))
+        .collect()
+}
+
+/// Appends `batch` exactly once, recording offsets from the next one of `topic` to the
+/// batch's last.
+async fn append(lake: &Lake, table: &str, topic: &str, batch: RecordBatch) {
+    let offsets = batch.column_by_name("_offset").unwrap();
+    let last = deltalake::arrow::compute::max(offsets.as_primitive::<Int64Type>()).unwrap();
     let mut tbl = lake.table(table).await.unwrap();
     let mut ranges = OffsetRanges::new();
     let tp = TopicPartition::new(topic, 0);
@@ -251,17 +264,12 @@ async fn two_days(lake: &Lake) -> Vec<(Execution, KafkaMeta)> {
         // day 2: sell 70 @ 15 against avg cost (1000 + 480) / 140
         exec("E4", "A1", Side::Sell, "15", "70", "2026-01-06T14:30:00Z"),
     ];
-    let rows_e: Vec<_> = day1
-        .iter()
-        .enumerate()
-        .map(|(i, e)| (e.clone(), meta("executions", i as i64)))
-        .collect();
+    let rows_e = delivered(&day1, "executions");
     append(
         lake,
         names::EXECUTIONS,
         "executions",
         events::executions_batch(&rows_e).unwrap(),
-        7,
     )
     .await;
     let prints = [
@@ -271,17 +279,11 @@ async fn two_days(lake: &Lake) -> Vec<(Execution, KafkaMeta)> {
         print("P3", "11.5", "1", "2026-01-05T20:59:59Z"),
         print("P4", "16", "3", "2026-01-06T15:00:00Z"),
     ];
-    let rows_t: Vec<_> = prints
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (p.clone(), meta("market-trades", i as i64)))
-        .collect();
     append(
         lake,
         names::MARKET_TRADES,
         "market-trades",
-        events::market_trades_batch(&rows_t).unwrap(),
-        4,
+        events::market_trades_batch(&delivered(&prints, "market-trades")).unwrap(),
     )
     .await;
 
@@ -412,7 +414,6 @@ async fn scheduler_catches_up_missed_dates_then_maintains() {
         names::MARKET_TRADES,
         "market-trades",
         events::market_trades_batch(&late).unwrap(),
-        5,
     )
     .await;
     let calendar = BusinessCalendar::default();
@@ -520,17 +521,11 @@ async fn orders_final_state_with_a_cancel_of_an_order_from_the_day_before() {
         order("O3", OrderAction::New, "7", "2026-01-06T14:30:00Z"),
         order("O2", OrderAction::Cancel, "50", "2026-01-06T14:35:00Z"),
     ];
-    let delivered: Vec<_> = evs
-        .iter()
-        .enumerate()
-        .map(|(i, o)| (o.clone(), meta("orders", i as i64)))
-        .collect();
     append(
         &lake,
         names::ORDERS,
         "orders",
-        events::orders_batch(&delivered).unwrap(),
-        5,
+        events::orders_batch(&delivered(&evs, "orders")).unwrap(),
     )
     .await;
     let runner = runner(&lake, params());
@@ -578,17 +573,11 @@ async fn prints_without_ids_and_excluded_condition_codes() {
         anonymous("14", "2026-01-05T14:33:00Z", &["Z", "@"]), // excluded
         coded("P3", "12", "2026-01-05T14:34:00Z", &[]),
     ];
-    let delivered: Vec<_> = prints
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (p.clone(), meta("market-trades", i as i64)))
-        .collect();
     append(
         &lake,
         names::MARKET_TRADES,
         "market-trades",
-        events::market_trades_batch(&delivered).unwrap(),
-        6,
+        events::market_trades_batch(&delivered(&prints, "market-trades")).unwrap(),
     )
     .await;
     let runner = runner(

@@ -30,6 +30,17 @@ pub const META_OFFSETS: &str = "lakehouse.offsets";
 /// Commit metadata key holding the replaced partition of a replace.
 pub const META_REPLACED: &str = "lakehouse.replaced";
 
+/// Records in a replace's commit metadata which partitions it replaced ([`META_REPLACED`]).
+fn record_replaced(metadata: &mut HashMap<String, Value>, column: &str, dates: &[BusinessDate]) {
+    metadata.insert(
+        META_REPLACED.to_string(),
+        serde_json::json!({
+            "column": column,
+            "values": dates.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        }),
+    );
+}
+
 /// One commit of a table's history.
 #[derive(Clone, Debug)]
 pub struct Commit {
@@ -324,13 +335,7 @@ impl Table {
             .map(|d| lit(ScalarValue::Date32(Some(d.days_since_epoch()))))
             .collect();
         let predicate = col(column).in_list(values, false);
-        metadata.insert(
-            META_REPLACED.to_string(),
-            serde_json::json!({
-                "column": column,
-                "values": dates.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            }),
-        );
+        record_replaced(&mut metadata, column, dates);
         let props = CommitProperties::default().with_metadata(metadata);
         self.write(batches, SaveMode::Overwrite, Some(predicate), props)
             .await
@@ -405,10 +410,7 @@ impl Table {
                 ..Default::default()
             })
         }));
-        metadata.insert(
-            META_REPLACED.to_string(),
-            serde_json::json!({ "column": column, "values": [value] }),
-        );
+        record_replaced(&mut metadata, column, &[date]);
         let operation = deltalake::protocol::DeltaOperation::Write {
             mode: SaveMode::Overwrite,
             partition_by: Some(self.partition_columns()?),

@@ -16,9 +16,9 @@ use lakehouse_lake::positions::Position;
 use lakehouse_lake::{BusinessDate, Decimal, EventTime};
 use polars::prelude::{
     AllowedOptimizations, DataFrame, DataType, Expr, Int128Chunked, IntoColumn, IntoLazy,
-    IntoSeries, JoinArgs, JoinType, LazyFrame, NamedFrom, PolarsError, PolarsResult, Schema,
-    SchemaRef, Series, SortMultipleOptions, UnionArgs, UniqueKeepStrategy, col, concat, len, lit,
-    when,
+    IntoSeries, JoinArgs, JoinType, LazyFrame, MaintainOrderJoin, NamedFrom, PolarsError,
+    PolarsResult, Schema, SchemaRef, Series, SortMultipleOptions, UnionArgs, UniqueKeepStrategy,
+    col, concat, len, lit, when,
 };
 
 /// Polars' type of the lake's decimals.
@@ -112,15 +112,26 @@ fn left_join(l: LazyFrame, r: LazyFrame, on: &[&str]) -> LazyFrame {
     l.join(r, keys.clone(), keys, JoinArgs::new(JoinType::Left))
 }
 
+/// The tape's trade id column.
+pub const TRADE_ID: &str = "trade_id";
+/// The tape's condition codes (in a job's input: one text per print, codes joined by `,`).
+pub const CONDITIONS: &str = "conditions";
+
+/// Whether [`l2_market_trades`] reads the condition codes of prints that have a trade id:
+/// only to leave out excluded codes (a print without an id is identified by its codes too).
+pub fn reads_conditions_of_ids(p: &JobParams) -> bool {
+    !p.excluded_conditions.is_empty()
+}
+
 /// `l2/market_trades` (the input's `conditions` as one text, codes joined by `,`): the date's prints, each delivery counted once (the first by rank of
 /// each trade id, or of each whole print when it has no id, as `MarketTrade::dedup_key`),
 /// without prints carrying an excluded condition code.
 pub fn l2_market_trades(l1: LazyFrame, w: &Window, p: &JobParams) -> LazyFrame {
-    // only the columns the output and the exclusion rule read: the condition codes (a list
-    // joined into one text per print at the read) are read for the prints without an id,
-    // whose identity they are part of, and for every print when codes are excluded
-    let mut kept = vec![
-        "trade_id",
+    // only the columns the output, the identity and the exclusion rule read (the condition
+    // codes are one text per print, read for every print only when codes are excluded:
+    // [`reads_conditions_of_ids`])
+    let read = [
+        TRADE_ID,
         "symbol",
         "venue",
         "price",
@@ -128,21 +139,16 @@ pub fn l2_market_trades(l1: LazyFrame, w: &Window, p: &JobParams) -> LazyFrame {
         "ts",
         "_partition",
         "_offset",
+        CONDITIONS,
     ];
-    if !p.excluded_conditions.is_empty() {
-        kept.push("conditions");
-    }
-    let project = |lf: LazyFrame| lf.select(kept.iter().map(|c| col(*c)).collect::<Vec<_>>());
-    let day = l1.filter(w.contains_ts());
-    let with_id = first_by_rank(
-        project(day.clone().filter(col("trade_id").is_not_null())),
-        &["trade_id"],
+    let mut all = distinct_by_rank(
+        l1.select(read.map(col)),
+        w,
+        Identity {
+            id: Some(TRADE_ID),
+            keys: &["symbol", "venue", "ts", "price", "volume", CONDITIONS],
+        },
     );
-    let without_id = project(first_by_rank(
-        day.filter(col("trade_id").is_null()),
-        &["symbol", "venue", "ts", "price", "volume", "conditions"],
-    ));
-    let mut all = concat([with_id, without_id], UnionArgs::default()).unwrap_or_else(failed);
     if !p.excluded_conditions.is_empty() {
         let excluded = DataFrame::new(
             p.excluded_conditions.len(),
@@ -176,10 +182,21 @@ pub fn l2_market_trades(l1: LazyFrame, w: &Window, p: &JobParams) -> LazyFrame {
             )
             .select([col("_partition"), col("_offset"), col("_excluded")])
             .unique_stable(None, UniqueKeepStrategy::First);
-        all =
-            left_join(all, flagged, &["_partition", "_offset"]).filter(col("_excluded").is_null());
+        // the prints keep their rank order
+        let keys = [col("_partition"), col("_offset")];
+        all = all
+            .join(
+                flagged,
+                keys.clone(),
+                keys,
+                JoinArgs {
+                    maintain_order: MaintainOrderJoin::Left,
+                    ..JoinArgs::new(JoinType::Left)
+                },
+            )
+            .filter(col("_excluded").is_null());
     }
-    by_rank(all).select([
+    all.select([
         w.date_lit(),
         col("trade_id"),
         col("symbol"),
@@ -192,37 +209,52 @@ pub fn l2_market_trades(l1: LazyFrame, w: &Window, p: &JobParams) -> LazyFrame {
     ])
 }
 
-/// The first delivery by rank of each distinct `keys`, the rows otherwise in their input
-/// order, as a Rust step in the plan: [`first_delivery`].
-fn first_by_rank(lf: LazyFrame, keys: &'static [&'static str]) -> LazyFrame {
+/// What identifies one delivery of an event (a redelivery repeats it).
+#[derive(Clone, Copy)]
+struct Identity {
+    /// An id column: a row where it is set is identified by it alone.
+    id: Option<&'static str>,
+    /// The columns that identify a row without an id (every row when there is no `id`).
+    keys: &'static [&'static str],
+}
+
+/// The rows of `lf` inside the window, each delivery once (its first by rank), in rank
+/// order: [`first_deliveries`] as a Rust step in the plan.
+fn distinct_by_rank(lf: LazyFrame, w: &Window, who: Identity) -> LazyFrame {
+    let window = w.start.micros()..w.end.micros();
     lf.map(
-        move |df| first_delivery(df, keys),
+        move |df| first_deliveries(df, window.clone(), who),
         opts(),
         None,
-        Some("first delivery by rank"),
+        Some("first deliveries in rank order"),
     )
 }
 
-/// Most keys come once, so only the rows whose key hash repeats (the redeliveries, and any
-/// hash collision) are put in rank order and compared by their keys; the rest are kept
-/// without building a hash table of every key.
-fn first_delivery(df: DataFrame, keys: &[&str]) -> PolarsResult<DataFrame> {
-    use polars::prelude::{
-        BooleanChunked, ChunkSort, IdxCa, IdxSize, PlHashSet, PlSeedableRandomStateQuality,
-        UInt64Chunked,
-    };
-    let state = PlSeedableRandomStateQuality::fixed();
-    let mut hashes = Vec::with_capacity(df.height());
-    for (i, k) in keys.iter().enumerate() {
-        let s = df.column(k)?.as_materialized_series();
-        if i == 0 {
-            s.vec_hash(state.clone(), &mut hashes)?;
-        } else {
-            s.vec_hash_combine(state.clone(), &mut hashes)?;
-        }
-    }
+/// Most events come once, so only the rows whose identity hash repeats (the redeliveries, and
+/// any hash collision) are compared by their keys (Polars' `unique` in rank order); the rest
+/// are kept without a hash table of every key. The kept rows are put in rank order by their
+/// rank columns alone and gathered once.
+fn first_deliveries(
+    mut df: DataFrame,
+    window: std::ops::Range<i64>,
+    who: Identity,
+) -> PolarsResult<DataFrame> {
+    use polars::prelude::{ChunkSort, IdxCa, IdxSize, PlHashSet, UInt64Chunked};
+    // one chunk per column (the text columns' views only: their bytes stay where they are):
+    // gathering text from many chunks copies every string
+    df.rechunk_mut_par();
+    let ts = numbers(&df, RANK[0])?;
+    let hashes = identity_hashes(&df, who)?;
+    let inside: Vec<IdxSize> = (0..df.height())
+        .filter(|&i| window.contains(&ts[i]))
+        .map(|i| i as IdxSize)
+        .collect();
     // a hash that repeats sits beside itself once sorted (Polars sorts on every core)
-    let sorted = UInt64Chunked::from_vec("h".into(), hashes.clone()).sort(false);
+    let sorted = UInt64Chunked::from_vec(
+        "h".into(),
+        inside.iter().map(|&i| hashes[i as usize]).collect(),
+    )
+    .sort(false);
     let mut repeated = PlHashSet::default();
     let mut previous = None;
     for h in sorted.into_no_null_iter() {
@@ -231,50 +263,141 @@ fn first_delivery(df: DataFrame, keys: &[&str]) -> PolarsResult<DataFrame> {
         }
         previous = Some(h);
     }
-    if repeated.is_empty() {
-        return Ok(df);
+    let mut keep = vec![false; df.height()];
+    let mut candidates = Vec::new();
+    for &i in &inside {
+        if repeated.contains(&hashes[i as usize]) {
+            candidates.push(i);
+        } else {
+            keep[i as usize] = true;
+        }
     }
-    let candidates: Vec<IdxSize> = (0..hashes.len())
-        .filter(|&i| repeated.contains(&hashes[i]))
-        .map(|i| i as IdxSize)
+    drop(inside);
+    if !candidates.is_empty() {
+        let rows = IdxCa::from_vec("_row".into(), candidates);
+        for i in firsts_among(&df, rows, who)? {
+            keep[i as usize] = true;
+        }
+    }
+    // rank order: by time, then (the few rows that share a time) by partition and offset,
+    // then input order; one gather of the kept rows
+    let mut ranked: Vec<(i64, IdxSize)> = (0..df.height())
+        .filter(|&i| keep[i])
+        .map(|i| (ts[i], i as IdxSize))
         .collect();
-    let mut keep = vec![true; df.height()];
-    for &i in &candidates {
-        keep[i as usize] = false;
+    drop((keep, ts));
+    rayon::slice::ParallelSliceMut::par_sort_unstable(ranked.as_mut_slice());
+    {
+        let mut ties = ranked
+            .chunk_by_mut(|a, b| a.0 == b.0)
+            .filter(|t| t.len() > 1)
+            .peekable();
+        if ties.peek().is_some() {
+            let (partition, offset) = (numbers(&df, RANK[1])?, numbers(&df, RANK[2])?);
+            for tie in ties {
+                tie.sort_unstable_by_key(|&(_, i)| (partition[i as usize], offset[i as usize], i));
+            }
+        }
     }
-    // the candidates' keys and rank, with their row numbers: each key's first by rank is kept
-    // (exact comparison by Polars)
-    let mut read: Vec<&str> = keys.to_vec();
+    let order = ranked.into_iter().map(|(_, i)| i).collect();
+    df.take(&IdxCa::from_vec("rows".into(), order))
+}
+
+/// A numeric column as `i64` values (null as the smallest: first, as Polars sorts nulls).
+fn numbers(df: &DataFrame, name: &str) -> PolarsResult<Vec<i64>> {
+    let s = df
+        .column(name)?
+        .as_materialized_series()
+        .to_physical_repr()
+        .cast(&DataType::Int64)?;
+    Ok(s.i64()?.iter().map(|v| v.unwrap_or(i64::MIN)).collect())
+}
+
+/// Each row's hash of its identity (Polars' `vec_hash`, a fixed seed).
+fn identity_hashes(df: &DataFrame, who: Identity) -> PolarsResult<Vec<u64>> {
+    use polars::prelude::PlSeedableRandomStateQuality;
+    let hash = |columns: &[&str]| -> PolarsResult<Vec<u64>> {
+        let state = PlSeedableRandomStateQuality::fixed();
+        let mut hashes = Vec::with_capacity(df.height());
+        for (i, k) in columns.iter().enumerate() {
+            let s = df.column(k)?.as_materialized_series();
+            if i == 0 {
+                s.vec_hash(state.clone(), &mut hashes)?;
+            } else {
+                s.vec_hash_combine(state.clone(), &mut hashes)?;
+            }
+        }
+        Ok(hashes)
+    };
+    let Some(id) = who.id else {
+        return hash(who.keys);
+    };
+    let mut hashes = hash(&[id])?;
+    let ids = df.column(id)?;
+    if ids.has_nulls() {
+        let by_keys = hash(who.keys)?;
+        let missing = ids.is_null();
+        for (i, m) in missing.iter().enumerate() {
+            if m == Some(true) {
+                hashes[i] = by_keys[i];
+            }
+        }
+    }
+    Ok(hashes)
+}
+
+/// Of the candidate `rows`, the first by rank of each identity (exact comparison by Polars).
+fn firsts_among(
+    df: &DataFrame,
+    rows: polars::prelude::IdxCa,
+    who: Identity,
+) -> PolarsResult<Vec<polars::prelude::IdxSize>> {
+    let mut read: Vec<&str> = who.id.into_iter().chain(who.keys.iter().copied()).collect();
     for c in RANK {
         if !read.contains(&c) {
             read.push(c);
         }
     }
-    let rows = IdxCa::from_vec("_row".into(), candidates);
     let mut columns = df.select(read)?.take(&rows)?;
     columns.with_column(rows.into_column())?;
-    let firsts = by_rank(columns.lazy())
-        .unique_stable_generic(
+    let first_of = |lf: LazyFrame, keys: &[&str]| {
+        by_rank(lf).unique_stable_generic(
             Some(keys.iter().map(|k| col(*k)).collect()),
             UniqueKeepStrategy::First,
         )
-        .collect()?;
-    for i in firsts
+    };
+    let firsts = match who.id {
+        None => first_of(columns.lazy(), who.keys),
+        Some(id) => concat(
+            [
+                first_of(columns.clone().lazy().filter(col(id).is_not_null()), &[id]),
+                first_of(columns.lazy().filter(col(id).is_null()), who.keys),
+            ],
+            UnionArgs::default(),
+        )?,
+    }
+    .select([col("_row")])
+    .collect()?;
+    Ok(firsts
         .column("_row")?
         .as_materialized_series()
         .idx()?
         .into_no_null_iter()
-    {
-        keep[i as usize] = true;
-    }
-    df.filter(&BooleanChunked::new("keep".into(), &keep))
+        .collect())
 }
 
 /// The date's execution events, each `exec_id` once (the first delivery by rank), in rank
 /// order: what [`l2_executions`], [`order_stats`] and [`reconciliation`] read (computed once
 /// per run and shared).
 pub fn distinct_executions(l1: LazyFrame, w: &Window) -> LazyFrame {
-    by_rank(first_by_rank(l1.filter(w.contains_ts()), &["exec_id"]))
+    distinct_by_rank(
+        l1,
+        w,
+        Identity {
+            id: None,
+            keys: &["exec_id"],
+        },
+    )
 }
 
 fn is_fill() -> Expr {
@@ -381,7 +504,14 @@ const ORDER_EVENT: [&str; 10] = [
 /// identity, as `Order::dedup_key`), in rank order: what [`l2_orders`] and [`order_stats`]
 /// read (computed once per run and shared).
 pub fn distinct_orders(l1: LazyFrame, w: &Window) -> LazyFrame {
-    by_rank(first_by_rank(l1.filter(w.contains_ts()), &ORDER_EVENT))
+    distinct_by_rank(
+        l1,
+        w,
+        Identity {
+            id: None,
+            keys: &ORDER_EVENT,
+        },
+    )
 }
 
 /// `l2/orders` from the date's [`distinct_orders`]: one row per order with events on the
@@ -1237,7 +1367,7 @@ pub fn reconciliation(i: &ReconInputs, w: &Window) -> LazyFrame {
 mod tests {
     use polars::prelude::{DataFrame, IntoColumn, NamedFrom, Series};
 
-    use super::first_delivery;
+    use super::{Identity, first_deliveries};
 
     fn frame(cols: Vec<Series>) -> DataFrame {
         let n = cols[0].len();
@@ -1254,23 +1384,50 @@ mod tests {
             .collect()
     }
 
+    const BY_ID: Identity = Identity {
+        id: Some("trade_id"),
+        keys: &["k"],
+    };
+
     #[test]
-    fn first_delivery_keeps_each_keys_first_by_rank_in_input_order() {
-        // A comes at rank ts 5 then (earlier in time, later in the input) ts 3; B's two
-        // deliveries tie on time and are ordered by partition
+    fn first_deliveries_keeps_each_ids_first_by_rank_in_rank_order() {
+        // A comes at ts 5 then (earlier in time, later in the input) at ts 3; B's two
+        // deliveries tie on time and are ordered by partition; D ties with B on time and
+        // comes first by offset; E is outside the window
         let df = frame(vec![
-            Series::new("trade_id".into(), ["A", "B", "A", "C", "B"]),
-            Series::new("ts".into(), [5i64, 1, 3, 2, 1]),
-            Series::new("_partition".into(), [0i32, 0, 1, 0, 1]),
-            Series::new("_offset".into(), [0i64, 1, 0, 2, 0]),
-            Series::new("row".into(), ["r0", "r1", "r2", "r3", "r4"]),
+            Series::new("trade_id".into(), ["A", "B", "A", "C", "B", "D", "E"]),
+            Series::new("k".into(), ["x"; 7]),
+            Series::new("ts".into(), [5i64, 1, 3, 2, 1, 1, 10]),
+            Series::new("_partition".into(), [0i32, 0, 1, 0, 1, 0, 0]),
+            Series::new("_offset".into(), [0i64, 1, 0, 2, 0, 0, 3]),
+            Series::new("row".into(), ["r0", "r1", "r2", "r3", "r4", "r5", "r6"]),
         ]);
-        let out = first_delivery(df, &["trade_id"]).unwrap();
-        assert_eq!(rows(&out), ["r1", "r2", "r3"]);
+        let out = first_deliveries(df, 0..10, BY_ID).unwrap();
+        assert_eq!(rows(&out), ["r5", "r1", "r3", "r2"]);
     }
 
     #[test]
-    fn first_delivery_compares_every_key_and_nulls_as_equal() {
+    fn first_deliveries_identifies_rows_without_an_id_by_their_keys() {
+        // r0 and r1 have no id and the same keys (r1 first by time); r2 and r3 share an id
+        // whatever their keys; r4 has no id and keys of its own
+        let df = frame(vec![
+            Series::new("trade_id".into(), [None, None, Some("T"), Some("T"), None]),
+            Series::new("k".into(), ["x", "x", "x", "y", "y"]),
+            Series::new("ts".into(), [2i64, 1, 0, 3, 4]),
+            Series::new("_partition".into(), [0i32; 5]),
+            Series::new("_offset".into(), [0i64, 1, 2, 3, 4]),
+            Series::new("row".into(), ["r0", "r1", "r2", "r3", "r4"]),
+        ]);
+        let out = first_deliveries(df, 0..10, BY_ID).unwrap();
+        assert_eq!(rows(&out), ["r2", "r1", "r4"]);
+    }
+
+    #[test]
+    fn first_deliveries_compares_every_key_and_nulls_as_equal() {
+        let by_keys = Identity {
+            id: None,
+            keys: &["k1", "k2"],
+        };
         let df = frame(vec![
             Series::new("k1".into(), [Some("a"), Some("a"), Some("a"), None, None]),
             Series::new("k2".into(), [None, None, Some("b"), Some("c"), Some("c")]),
@@ -1279,16 +1436,18 @@ mod tests {
             Series::new("_offset".into(), [0i64, 1, 2, 3, 4]),
             Series::new("row".into(), ["r0", "r1", "r2", "r3", "r4"]),
         ]);
-        let out = first_delivery(df, &["k1", "k2"]).unwrap();
-        assert_eq!(rows(&out), ["r1", "r2", "r4"]);
-        // nothing repeated: the frame comes back as it was
+        let out = first_deliveries(df, 0..10, by_keys).unwrap();
+        assert_eq!(rows(&out), ["r2", "r1", "r4"]);
+        // nothing repeated: every row, in rank order
         let once = frame(vec![
             Series::new("k1".into(), ["x", "y"]),
+            Series::new("k2".into(), ["z", "z"]),
             Series::new("ts".into(), [1i64, 0]),
             Series::new("_partition".into(), [0i32, 0]),
             Series::new("_offset".into(), [0i64, 1]),
             Series::new("row".into(), ["r0", "r1"]),
         ]);
-        assert_eq!(rows(&first_delivery(once, &["k1"]).unwrap()), ["r0", "r1"]);
+        let out = first_deliveries(once, 0..10, by_keys).unwrap();
+        assert_eq!(rows(&out), ["r1", "r0"]);
     }
 }

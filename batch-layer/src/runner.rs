@@ -332,27 +332,17 @@ impl Runner {
         for name in EVENT_INPUTS {
             let table = &pinned.events[name];
             inputs.insert(name.to_string(), table.version().unwrap_or_default());
-            // a local lake: Polars reads the date's files itself (no copy through Arrow IPC)
+            // a local lake: the jobs' plans scan the date's files (Polars reads each job's
+            // columns when the job runs, and the input is not held in memory in between)
             if let Some(files) = partition_files(table, &date_dirs)? {
-                let t0 = Instant::now();
                 let data = data_schema(&table.schema()?);
-                let df = tokio::task::spawn_blocking(move || -> Result<_, FrameError> {
-                    // no job reads the Kafka and ingest timestamps: not decoded
-                    let kept = frame::scan_parquet(&files, &data)?.drop(polars::prelude::cols([
-                        schema::COL_KAFKA_TS,
-                        schema::COL_INGEST_TS,
-                    ]));
-                    Ok(kept.collect()?)
+                let params = self.params.clone();
+                let input = tokio::task::spawn_blocking(move || {
+                    Input::new(scan_input(name, &files, &data, &params)?, false)
                 })
                 .await
                 .map_err(|e| RunError::Task(e.to_string()))??;
-                tracing::debug!(
-                    table = name,
-                    rows = df.height(),
-                    read_s = t0.elapsed().as_secs_f64(),
-                    "read (Parquet)"
-                );
-                l1.insert(name, df);
+                l1.insert(name, input);
                 l1_tables.insert(name, table);
                 continue;
             }
@@ -364,7 +354,7 @@ impl Runner {
             let batches = conform(&schema, &scanned)?;
             drop(scanned);
             let t2 = Instant::now();
-            l1.insert(name, frame::to_polars(&frame_schema(&schema), &batches)?);
+            let rows = frame::to_polars(&frame_schema(&schema), &batches)?.lazy();
             tracing::debug!(
                 table = name,
                 scan_s = (t1 - t0).as_secs_f64(),
@@ -372,6 +362,7 @@ impl Runner {
                 to_polars_s = t2.elapsed().as_secs_f64(),
                 "read"
             );
+            l1.insert(name, Input::new(rows, true)?);
             l1_tables.insert(name, table);
         }
         let mut refs = BTreeMap::new();
@@ -394,13 +385,15 @@ impl Runner {
         // ledger row below publishes them all.
         let params = self.params.clone();
         let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+        let partitions: BTreeSet<(String, i32)> = l1
+            .values()
+            .flat_map(|i: &Input| i.partitions.iter().cloned())
+            .collect();
         let computed = tokio::task::spawn_blocking(move || -> Result<_, RunError> {
-            let partitions = partitions_of(&l1)?;
             compute(l1, &refs, previous.lazy(), &w, &params, &mut |name, df| {
                 // the receiver only goes when the run has failed already
                 let _ = done_tx.send((name, df));
-            })?;
-            Ok(partitions)
+            })
         });
         let meta: std::collections::HashMap<String, Value> = [
             ("lakehouse.batch.run_id".to_string(), json!(run_id)),
@@ -463,10 +456,10 @@ impl Runner {
                 }
             }
         }
-        let partitions = match (computed, failed) {
-            (Ok(Ok(partitions)), None) => partitions,
+        match (computed, failed) {
+            (Ok(Ok(())), None) => {}
             (Err(e) | Ok(Err(e)), _) | (_, Some(e)) => return Err(e),
-        };
+        }
         let boundary = self.boundary(partitions, &l1_tables).await?;
         let total_s = clock.elapsed().as_secs_f64();
         tracing::info!(
@@ -617,27 +610,35 @@ fn timed(
 /// The job chain over one date's inputs: each of the [`OUTPUTS`] is handed to `done` once,
 /// as soon as no later job reads it.
 fn compute(
-    mut l1: BTreeMap<&str, DataFrame>,
+    mut l1: BTreeMap<&str, Input>,
     refs: &BTreeMap<&str, polars::prelude::LazyFrame>,
     previous: polars::prelude::LazyFrame,
     w: &Window,
     p: &JobParams,
     done: &mut dyn FnMut(&'static str, DataFrame),
 ) -> Result<(), RunError> {
-    // reconciliation counts the L1 rows of the date: it keeps only the columns it reads
-    // (sharing their buffers), and the rest of each input is freed once its job has run
+    // reconciliation counts the L1 rows of the date: an input in memory keeps only the
+    // columns it reads (sharing their buffers), the rest is freed once its job has run; a
+    // scanned input is read again for them
     let recon = |name: &str, cols: &[&str]| -> Result<polars::prelude::LazyFrame, RunError> {
-        Ok(l1
-            .get(name)
-            .map(|df| df.select(cols.iter().copied()))
-            .transpose()?
-            .unwrap_or_default()
-            .lazy())
+        let Some(input) = l1.get(name) else {
+            return Ok(polars::prelude::LazyFrame::default());
+        };
+        let read = input.rows.clone().select(
+            cols.iter()
+                .map(|c| polars::prelude::col(*c))
+                .collect::<Vec<_>>(),
+        );
+        Ok(if input.in_memory {
+            read.collect()?.lazy()
+        } else {
+            read
+        })
     };
     let l1_trades = recon(names::MARKET_TRADES, &["ts", "volume"])?;
     let l1_executions = recon(names::EXECUTIONS, &["ts"])?;
     let l1_orders = recon(names::ORDERS, &["ts"])?;
-    let mut take = |name: &str| l1.remove(name).unwrap_or_default().lazy();
+    let mut take = |name: &str| l1.remove(name).map(|i| i.rows).unwrap_or_default();
     let r = |name: &str| refs[name].clone();
     let l2_trades = timed("l2_trades", || {
         jobs::l2_market_trades(take(names::MARKET_TRADES), w, p)
@@ -718,28 +719,100 @@ fn compute(
     Ok(())
 }
 
-/// The Kafka (topic, partition) pairs the inputs hold.
-fn partitions_of(l1: &BTreeMap<&str, DataFrame>) -> Result<BTreeSet<(String, i32)>, RunError> {
-    let mut wanted = BTreeSet::new();
-    for df in l1.values() {
-        let parts = df
-            .clone()
-            .lazy()
-            .select([
-                polars::prelude::col(schema::COL_TOPIC),
-                polars::prelude::col(schema::COL_PARTITION),
-            ])
-            .unique(None, polars::prelude::UniqueKeepStrategy::First)
-            .collect()?;
-        let topics = parts.column(schema::COL_TOPIC)?.str()?.clone();
-        let ps = parts.column(schema::COL_PARTITION)?.i32()?.clone();
-        for (t, p) in topics.iter().zip(ps.iter()) {
-            if let (Some(t), Some(p)) = (t, p) {
-                wanted.insert((t.to_string(), p));
-            }
-        }
+/// An L1 input of a run: the date's rows, as a scan of a local lake's files (each job reads
+/// the columns it needs when it runs) or read into memory (from an object store).
+struct Input {
+    rows: polars::prelude::LazyFrame,
+    in_memory: bool,
+    /// The Kafka (topic, partition) pairs the rows hold.
+    partitions: BTreeSet<(String, i32)>,
+}
+
+impl Input {
+    fn new(rows: polars::prelude::LazyFrame, in_memory: bool) -> Result<Self, RunError> {
+        Ok(Input {
+            partitions: partitions_in(rows.clone())?,
+            // no job reads the topic
+            rows: rows.drop(polars::prelude::cols([schema::COL_TOPIC])),
+            in_memory,
+        })
     }
-    Ok(wanted)
+}
+
+/// The date's rows of an L1 input of a local lake (`files`, in `data`'s columns) as the jobs
+/// read them: a scan of the files without the Kafka and ingest timestamps (no job reads
+/// them), the tape's condition codes only where a job reads them
+/// ([`conditions_without_ids`]).
+pub fn scan_input(
+    name: &str,
+    files: &[std::path::PathBuf],
+    data: &SchemaRef,
+    p: &JobParams,
+) -> Result<polars::prelude::LazyFrame, RunError> {
+    let rows = frame::scan_parquet(files, data)?.drop(polars::prelude::cols([
+        schema::COL_KAFKA_TS,
+        schema::COL_INGEST_TS,
+    ]));
+    if name == names::MARKET_TRADES && !jobs::reads_conditions_of_ids(p) {
+        return conditions_without_ids(rows);
+    }
+    Ok(rows)
+}
+
+/// The tape when no job reads the condition codes of prints with a trade id (no code is
+/// excluded): joining 10M code lists into texts took 0.4-0.6 s. They are read when some print
+/// has no trade id (they are part of its identity); otherwise the column is null.
+fn conditions_without_ids(
+    tape: polars::prelude::LazyFrame,
+) -> Result<polars::prelude::LazyFrame, RunError> {
+    use polars::prelude::{DataType, NULL, col, lit};
+    let without_id = tape
+        .clone()
+        .select([col(jobs::TRADE_ID).null_count()])
+        .collect()?;
+    if without_id.column(jobs::TRADE_ID)?.get(0)?.extract::<u64>() != Some(0) {
+        return Ok(tape);
+    }
+    Ok(tape.with_column(lit(NULL).cast(DataType::String).alias(jobs::CONDITIONS)))
+}
+
+/// The Kafka (topic, partition) pairs of an input's rows.
+fn partitions_in(rows: polars::prelude::LazyFrame) -> Result<BTreeSet<(String, i32)>, RunError> {
+    use polars::prelude::{UniqueKeepStrategy, col};
+    // an input fed by one topic (the usual case): its partitions, without hashing the topic
+    // text of every row with them (0.35 s for the tape's 10M rows)
+    let topics = rows
+        .clone()
+        .select([col(schema::COL_TOPIC).unique()])
+        .collect()?;
+    let pairs = if topics.height() == 1 {
+        let partitions = rows
+            .select([col(schema::COL_PARTITION).unique()])
+            .collect()?;
+        let topic = topics.column(schema::COL_TOPIC)?.str()?.get(0);
+        partitions
+            .column(schema::COL_PARTITION)?
+            .i32()?
+            .iter()
+            .map(|p| (topic.map(str::to_string), p))
+            .collect::<Vec<_>>()
+    } else {
+        let both = rows
+            .select([col(schema::COL_TOPIC), col(schema::COL_PARTITION)])
+            .unique(None, UniqueKeepStrategy::Any)
+            .collect()?;
+        let topics = both.column(schema::COL_TOPIC)?.str()?;
+        let partitions = both.column(schema::COL_PARTITION)?.i32()?;
+        topics
+            .iter()
+            .zip(partitions.iter())
+            .map(|(t, p)| (t.map(str::to_string), p))
+            .collect()
+    };
+    Ok(pairs
+        .into_iter()
+        .filter_map(|(t, p)| Some((t?, p?)))
+        .collect())
 }
 
 /// Scanned batches in exactly the table's schema: the scan hands partition columns back in

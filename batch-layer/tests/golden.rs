@@ -580,14 +580,14 @@ async fn prints_without_ids_and_excluded_condition_codes() {
         events::market_trades_batch(&delivered(&prints, "market-trades")).unwrap(),
     )
     .await;
-    let runner = runner(
+    let excluding = runner(
         &lake,
         JobParams {
             excluded_conditions: vec!["Z".into()],
             ..params()
         },
     );
-    runner.run("2026-01-05".parse().unwrap()).await.unwrap();
+    excluding.run("2026-01-05".parse().unwrap()).await.unwrap();
     let l2 = rows(&lake, names::L2_MARKET_TRADES, "2026-01-05").await;
     assert_eq!(texts(&l2, "trade_id"), ["null", "null", "P1", "P3"]);
     assert_eq!(texts(&l2, "_offset"), ["0", "3", "1", "6"]);
@@ -597,4 +597,16 @@ async fn prints_without_ids_and_excluded_condition_codes() {
     assert_eq!(decs(&bars, "high"), [Some(d("12"))]);
     assert_eq!(decs(&bars, "volume"), [Some(d("6"))]);
     assert_eq!(texts(&bars, "trade_count"), ["4"]);
+    // no code excluded: the codes are read for the prints without an id only (where they are
+    // part of the identity), and every print is kept
+    runner(&lake, params())
+        .run("2026-01-05".parse().unwrap())
+        .await
+        .unwrap();
+    let l2 = rows(&lake, names::L2_MARKET_TRADES, "2026-01-05").await;
+    assert_eq!(
+        texts(&l2, "trade_id"),
+        ["null", "null", "P1", "P2", "null", "P3"]
+    );
+    assert_eq!(texts(&l2, "_offset"), ["0", "3", "1", "4", "5", "6"]);
 }

@@ -371,10 +371,11 @@ fn same_work(args: &[String]) -> Result<()> {
     let date: lakehouse_lake::BusinessDate = DATE.parse()?;
     let (start, end) = lakehouse_lake::BusinessCalendar::default().utc_range(date);
     let w = jobs::Window { date, start, end };
-    let tape = frame::scan_parquet(&list(tape)?, &schemas[0])?;
-    let execs = frame::scan_parquet(&list(execs)?, &schemas[1])?;
-    let mut bars =
-        jobs::daily_bars(jobs::l2_market_trades(tape, &w, &Default::default())).collect()?;
+    // the inputs as the runner scans them
+    let p = jobs::JobParams::default();
+    let tape = runner::scan_input(names::MARKET_TRADES, &list(tape)?, &schemas[0], &p)?;
+    let execs = runner::scan_input(names::EXECUTIONS, &list(execs)?, &schemas[1], &p)?;
+    let mut bars = jobs::daily_bars(jobs::l2_market_trades(tape, &w, &p)).collect()?;
     let l2 = jobs::l2_executions(
         jobs::distinct_executions(execs, &w),
         refs[0].clone().lazy(),

@@ -317,6 +317,7 @@ impl Pipeline {
                 }
             }
         }
+        let mut inserts = Vec::new();
         for (p, date, added) in admitted {
             if !replay {
                 match (&p, t.kind) {
@@ -388,8 +389,7 @@ impl Pipeline {
                 }
             }
             if added {
-                let mut views = self.views.write().unwrap_or_else(|e| e.into_inner());
-                views.insert(Input {
+                inserts.push(Input {
                     topic: topic.clone(),
                     partition: m.partition,
                     offset: m.offset,
@@ -398,10 +398,14 @@ impl Pipeline {
                 });
             }
         }
-        self.views
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .note_consumed(&topic, m.partition, m.offset);
+        // the events and their offset under one lock: an answer never holds an event that its
+        // freshness says was not read yet
+        let mut views = self.views.write().unwrap_or_else(|e| e.into_inner());
+        for input in inserts {
+            views.insert(input);
+        }
+        views.note_consumed(&topic, m.partition, m.offset);
+        drop(views);
         if replay {
             return;
         }

@@ -786,32 +786,21 @@ fn partitions_in(rows: polars::prelude::LazyFrame) -> Result<BTreeSet<(String, i
         .select([col(schema::COL_TOPIC).unique()])
         .collect()?;
     let pairs = if topics.height() == 1 {
-        let partitions = rows
-            .select([col(schema::COL_PARTITION).unique()])
-            .collect()?;
-        let topic = topics.column(schema::COL_TOPIC)?.str()?.get(0);
-        partitions
-            .column(schema::COL_PARTITION)?
-            .i32()?
-            .iter()
-            .map(|p| (topic.map(str::to_string), p))
-            .collect::<Vec<_>>()
+        rows.select([
+            col(schema::COL_TOPIC).first(),
+            col(schema::COL_PARTITION).unique(),
+        ])
     } else {
-        let both = rows
-            .select([col(schema::COL_TOPIC), col(schema::COL_PARTITION)])
+        rows.select([col(schema::COL_TOPIC), col(schema::COL_PARTITION)])
             .unique(None, UniqueKeepStrategy::Any)
-            .collect()?;
-        let topics = both.column(schema::COL_TOPIC)?.str()?;
-        let partitions = both.column(schema::COL_PARTITION)?.i32()?;
-        topics
-            .iter()
-            .zip(partitions.iter())
-            .map(|(t, p)| (t.map(str::to_string), p))
-            .collect()
-    };
-    Ok(pairs
-        .into_iter()
-        .filter_map(|(t, p)| Some((t?, p?)))
+    }
+    .collect()?;
+    let topics = pairs.column(schema::COL_TOPIC)?.str()?;
+    let partitions = pairs.column(schema::COL_PARTITION)?.i32()?;
+    Ok(topics
+        .iter()
+        .zip(partitions.iter())
+        .filter_map(|(t, p)| Some((t?.to_string(), p?)))
         .collect())
 }
 

@@ -219,32 +219,99 @@ struct Identity {
 }
 
 /// The rows of `lf` inside the window, each delivery once (its first by rank), in rank
-/// order: [`first_deliveries`] as a Rust step in the plan.
+/// order: [`first_deliveries`] over the date's window.
 fn distinct_by_rank(lf: LazyFrame, w: &Window, who: Identity) -> LazyFrame {
-    let window = w.start.micros()..w.end.micros();
-    lf.map(
-        move |df| first_deliveries(df, window.clone(), who),
-        opts(),
-        None,
-        Some("first deliveries in rank order"),
-    )
+    first_deliveries(lf, w.start.micros()..w.end.micros(), who)
 }
 
-/// Most events come once, so only the rows whose identity hash repeats (the redeliveries, and
-/// any hash collision) are compared by their keys (Polars' `unique` in rank order); the rest
-/// are kept without a hash table of every key. The kept rows are put in rank order by their
-/// rank columns alone and gathered once.
-fn first_deliveries(
-    mut df: DataFrame,
+/// The first delivery of each identity among the rows of `lf` with a time in `window`, in
+/// rank order, as a Rust step in the plan. The step reads the identity and rank columns
+/// first and finds the kept rows from them: most events come once, so only the rows whose
+/// identity hash repeats (the redeliveries, and any hash collision) are compared by their
+/// keys (Polars' `unique` in rank order), and the kept rows are put in rank order by their
+/// rank columns alone. Then it reads and gathers the other columns one at a time, so the
+/// input is never in memory whole beside the output (for a scan, each read is of one
+/// column of the files).
+fn first_deliveries(lf: LazyFrame, window: std::ops::Range<i64>, who: Identity) -> LazyFrame {
+    let mut read: Vec<&'static str> = who.id.into_iter().collect();
+    if who.id.is_none() {
+        read.extend(who.keys);
+    }
+    for c in RANK {
+        if !read.contains(&c) {
+            read.push(c);
+        }
+    }
+    let source = lf.clone();
+    let schema = {
+        let lf = lf.clone();
+        move |_: &Schema| lf.clone().collect_schema()
+    };
+    lf.select(read.iter().map(|c| col(*c)).collect::<Vec<_>>())
+        .map(
+            move |ids| gather_firsts(&source, ids, window.clone(), who),
+            opts(),
+            Some(Arc::new(schema)),
+            Some("first deliveries in rank order"),
+        )
+}
+
+/// [`first_deliveries`]' step: `ids` holds the identity and rank columns of `source`.
+fn gather_firsts(
+    source: &LazyFrame,
+    mut ids: DataFrame,
     window: std::ops::Range<i64>,
     who: Identity,
 ) -> PolarsResult<DataFrame> {
+    use polars::prelude::IdxCa;
+    let height = ids.height();
+    // one column of the source, checked to be the rows `ids` were read from
+    let read = |name: &str| -> PolarsResult<polars::prelude::Column> {
+        let mut one = source.clone().select([col(name)]).collect()?;
+        polars::prelude::polars_ensure!(
+            one.height() == height,
+            ComputeError: "column `{name}` has {} rows, the identity columns {height}",
+            one.height()
+        );
+        one.drop_in_place(name)
+    };
+    // rows without an id are identified by their keys
+    if let Some(id) = who.id
+        && ids.column(id)?.has_nulls()
+    {
+        for k in who.keys {
+            if ids.column(k).is_err() {
+                ids.with_column(read(k)?)?;
+            }
+        }
+    }
+    let order = IdxCa::from_vec("rows".into(), kept_in_rank_order(&ids, window, who)?);
+    let mut schema = source.clone();
+    let names: Vec<_> = schema.collect_schema()?.iter_names().cloned().collect();
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let mut column = match ids.drop_in_place(&name) {
+            Ok(c) => c,
+            Err(_) => read(&name)?,
+        };
+        // gathering text from many chunks copies every string: one chunk of its views first
+        if column.n_chunks() > 1 {
+            column = column.rechunk();
+        }
+        out.push(column.take(&order)?);
+    }
+    DataFrame::new(order.len(), out)
+}
+
+/// The rows of `df` (identity and rank columns) to keep, in rank order.
+fn kept_in_rank_order(
+    df: &DataFrame,
+    window: std::ops::Range<i64>,
+    who: Identity,
+) -> PolarsResult<Vec<polars::prelude::IdxSize>> {
     use polars::prelude::{ChunkSort, IdxCa, IdxSize, PlHashSet, UInt64Chunked};
-    // one chunk per column (the text columns' views only: their bytes stay where they are):
-    // gathering text from many chunks copies every string
-    df.rechunk_mut_par();
-    let ts = numbers(&df, RANK[0])?;
-    let hashes = identity_hashes(&df, who)?;
+    let ts = numbers(df, RANK[0])?;
+    let hashes = identity_hashes(df, who)?;
     let inside: Vec<IdxSize> = (0..df.height())
         .filter(|&i| window.contains(&ts[i]))
         .map(|i| i as IdxSize)
@@ -275,12 +342,12 @@ fn first_deliveries(
     drop(inside);
     if !candidates.is_empty() {
         let rows = IdxCa::from_vec("_row".into(), candidates);
-        for i in firsts_among(&df, rows, who)? {
+        for i in firsts_among(df, rows, who)? {
             keep[i as usize] = true;
         }
     }
     // rank order: by time, then (the few rows that share a time) by partition and offset,
-    // then input order; one gather of the kept rows
+    // then input order
     let mut ranked: Vec<(i64, IdxSize)> = (0..df.height())
         .filter(|&i| keep[i])
         .map(|i| (ts[i], i as IdxSize))
@@ -293,14 +360,13 @@ fn first_deliveries(
             .filter(|t| t.len() > 1)
             .peekable();
         if ties.peek().is_some() {
-            let (partition, offset) = (numbers(&df, RANK[1])?, numbers(&df, RANK[2])?);
+            let (partition, offset) = (numbers(df, RANK[1])?, numbers(df, RANK[2])?);
             for tie in ties {
                 tie.sort_unstable_by_key(|&(_, i)| (partition[i as usize], offset[i as usize], i));
             }
         }
     }
-    let order = ranked.into_iter().map(|(_, i)| i).collect();
-    df.take(&IdxCa::from_vec("rows".into(), order))
+    Ok(ranked.into_iter().map(|(_, i)| i).collect())
 }
 
 /// A numeric column as `i64` values (null as the smallest: first, as Polars sorts nulls).
@@ -352,7 +418,15 @@ fn firsts_among(
     rows: polars::prelude::IdxCa,
     who: Identity,
 ) -> PolarsResult<Vec<polars::prelude::IdxSize>> {
-    let mut read: Vec<&str> = who.id.into_iter().chain(who.keys.iter().copied()).collect();
+    // every row has an id: the keys were not read, and are not needed
+    let by_id_alone = match who.id {
+        Some(id) => !df.column(id)?.has_nulls(),
+        None => false,
+    };
+    let mut read: Vec<&str> = who.id.into_iter().collect();
+    if !by_id_alone {
+        read.extend(who.keys);
+    }
     for c in RANK {
         if !read.contains(&c) {
             read.push(c);
@@ -368,6 +442,7 @@ fn firsts_among(
     };
     let firsts = match who.id {
         None => first_of(columns.lazy(), who.keys),
+        Some(id) if by_id_alone => first_of(columns.lazy(), &[id]),
         Some(id) => concat(
             [
                 first_of(columns.clone().lazy().filter(col(id).is_not_null()), &[id]),
@@ -519,61 +594,96 @@ pub fn distinct_orders(l1: LazyFrame, w: &Window) -> LazyFrame {
 /// `CANCELLED` once cancelled (else `MODIFIED` or `NEW`), first and last event time, and the
 /// counts of modifies and cancels.
 pub fn l2_orders(events: LazyFrame, w: &Window) -> LazyFrame {
+    let date = w.date_lit();
+    events.map(
+        move |events| final_states(events, date.clone()),
+        opts(),
+        Some(Arc::new(|_: &Schema| Ok(l2_orders_schema()))),
+        Some("final state per order"),
+    )
+}
+
+/// The columns of [`l2_orders`], by the order's first event and its pricing event.
+const FROM_FIRST: [&str; 6] = ["account", "trader", "symbol", "venue", "side", "order_type"];
+const FROM_PRICING: [&str; 2] = ["price", "quantity"];
+
+fn l2_orders_schema() -> SchemaRef {
+    let text = |c: &str| (c.into(), DataType::String);
+    let time = DataType::Datetime(
+        polars::prelude::TimeUnit::Microseconds,
+        Some(polars::prelude::TimeZone::UTC),
+    );
+    Arc::new(Schema::from_iter(
+        [("business_date".into(), DataType::Date), text("order_id")]
+            .into_iter()
+            .chain(FROM_FIRST.map(text))
+            .chain(FROM_PRICING.map(|c| (c.into(), DEC)))
+            .chain([
+                text("status"),
+                ("first_ts".into(), time.clone()),
+                ("last_ts".into(), time),
+                ("modify_count".into(), DataType::Int64),
+                ("cancel_count".into(), DataType::Int64),
+            ]),
+    ))
+}
+
+/// [`l2_orders`]' step over the date's distinct events in rank order: the group-by computes
+/// only row numbers, times and counts per order (no text is aggregated), then each text and
+/// decimal column is gathered once at its order's first event or pricing event (the last
+/// NEW or MODIFY; when every event is a CANCEL, the last one).
+fn final_states(events: DataFrame, date: Expr) -> PolarsResult<DataFrame> {
     let live = col("action").neq(lit("CANCEL"));
-    events
+    let row = || col("_row");
+    let orders = events
+        .clone()
+        .lazy()
+        .select([col("order_id"), col("action"), col("ts")])
+        .with_row_index("_row", None)
         .group_by_stable([col("order_id")])
         .agg([
-            col("account").first(),
-            col("trader").first(),
-            col("symbol").first(),
-            col("venue").first(),
-            col("side").first(),
-            col("order_type").first(),
-            col("price").filter(live.clone()).last(),
-            col("quantity").filter(live).last(),
-            col("price").last().alias("_any_price"),
-            col("quantity").last().alias("_any_quantity"),
+            row().first().alias("_first"),
+            when(live)
+                .then(row())
+                .otherwise(lit(polars::prelude::NULL))
+                .max()
+                .alias("_live"),
+            row().max().alias("_last"),
             col("ts").min().alias("first_ts"),
             col("ts").max().alias("last_ts"),
             count(col("action").eq(lit("MODIFY"))).alias("modify_count"),
             count(col("action").eq(lit("CANCEL"))).alias("cancel_count"),
         ])
+        .sort(["order_id"], sorted())
         .with_columns([
-            // an order whose every event on the date is a CANCEL (it rested from an earlier
-            // date) keeps the price and quantity the cancel carries
-            when(col("quantity").is_null())
-                .then(col("_any_price"))
-                .otherwise(col("price"))
-                .alias("price"),
-            when(col("quantity").is_null())
-                .then(col("_any_quantity"))
-                .otherwise(col("quantity"))
-                .alias("quantity"),
+            col("_live").fill_null(col("_last")).alias("_pricing"),
             when(col("cancel_count").gt(lit(0)))
                 .then(lit("CANCELLED"))
                 .when(col("modify_count").gt(lit(0)))
                 .then(lit("MODIFIED"))
                 .otherwise(lit("NEW"))
                 .alias("status"),
+            date,
         ])
-        .sort(["order_id"], sorted())
-        .select([
-            w.date_lit(),
-            col("order_id"),
-            col("account"),
-            col("trader"),
-            col("symbol"),
-            col("venue"),
-            col("side"),
-            col("order_type"),
-            col("price"),
-            col("quantity"),
-            col("status"),
-            col("first_ts"),
-            col("last_ts"),
-            col("modify_count"),
-            col("cancel_count"),
-        ])
+        .collect()?;
+    let at = |rows: &str| -> PolarsResult<polars::prelude::IdxCa> {
+        let rows = orders.column(rows)?.as_materialized_series();
+        Ok(rows.cast(&polars::prelude::IDX_DTYPE)?.idx()?.clone())
+    };
+    let first = events.select(FROM_FIRST)?.take(&at("_first")?)?;
+    let pricing = events.select(FROM_PRICING)?.take(&at("_pricing")?)?;
+    let mut out = Vec::new();
+    for c in l2_orders_schema().iter_names() {
+        let c = c.as_str();
+        out.push(if FROM_FIRST.contains(&c) {
+            first.column(c)?.clone()
+        } else if FROM_PRICING.contains(&c) {
+            pricing.column(c)?.clone()
+        } else {
+            orders.column(c)?.clone()
+        });
+    }
+    DataFrame::new(orders.height(), out)
 }
 
 /// A plan that fails with `e` when run (a job's plan could not be built).
@@ -1365,9 +1475,13 @@ pub fn reconciliation(i: &ReconInputs, w: &Window) -> LazyFrame {
 
 #[cfg(test)]
 mod tests {
-    use polars::prelude::{DataFrame, IntoColumn, NamedFrom, Series};
+    use polars::prelude::{DataFrame, IntoColumn, IntoLazy, NamedFrom, Series};
 
     use super::{Identity, first_deliveries};
+
+    fn firsts(df: DataFrame, who: Identity) -> DataFrame {
+        first_deliveries(df.lazy(), 0..10, who).collect().unwrap()
+    }
 
     fn frame(cols: Vec<Series>) -> DataFrame {
         let n = cols[0].len();
@@ -1402,7 +1516,10 @@ mod tests {
             Series::new("_offset".into(), [0i64, 1, 0, 2, 0, 0, 3]),
             Series::new("row".into(), ["r0", "r1", "r2", "r3", "r4", "r5", "r6"]),
         ]);
-        let out = first_deliveries(df, 0..10, BY_ID).unwrap();
+        // in two chunks, as a scan of two files reads it
+        let df = df.slice(0, 3).vstack(&df.slice(3, 4)).unwrap();
+        assert_eq!(df.column("row").unwrap().n_chunks(), 2);
+        let out = firsts(df, BY_ID);
         assert_eq!(rows(&out), ["r5", "r1", "r3", "r2"]);
     }
 
@@ -1418,7 +1535,7 @@ mod tests {
             Series::new("_offset".into(), [0i64, 1, 2, 3, 4]),
             Series::new("row".into(), ["r0", "r1", "r2", "r3", "r4"]),
         ]);
-        let out = first_deliveries(df, 0..10, BY_ID).unwrap();
+        let out = firsts(df, BY_ID);
         assert_eq!(rows(&out), ["r2", "r1", "r4"]);
     }
 
@@ -1436,7 +1553,7 @@ mod tests {
             Series::new("_offset".into(), [0i64, 1, 2, 3, 4]),
             Series::new("row".into(), ["r0", "r1", "r2", "r3", "r4"]),
         ]);
-        let out = first_deliveries(df, 0..10, by_keys).unwrap();
+        let out = firsts(df, by_keys);
         assert_eq!(rows(&out), ["r2", "r1", "r4"]);
         // nothing repeated: every row, in rank order
         let once = frame(vec![
@@ -1447,7 +1564,7 @@ mod tests {
             Series::new("_offset".into(), [0i64, 1]),
             Series::new("row".into(), ["r0", "r1"]),
         ]);
-        let out = first_deliveries(once, 0..10, by_keys).unwrap();
+        let out = firsts(once, by_keys);
         assert_eq!(rows(&out), ["r1", "r0"]);
     }
 }

@@ -147,7 +147,10 @@ pub fn to_parquet(
     }
     let mut out = df.lazy().select(select).collect()?;
     out.rechunk_mut_par();
-    let mut buf = Vec::new();
+    // room for the whole file up front: growing the buffer by doubling copied it and touched
+    // fresh memory each time (a file is a fraction of the frame; room never written to is
+    // never backed by memory)
+    let mut buf = Vec::with_capacity(out.estimated_size());
     ParquetWriter::new(&mut buf)
         .with_compression(ParquetCompression::Snappy)
         .with_row_group_size(Some(ROW_GROUP_ROWS))

@@ -312,10 +312,12 @@ fn kept_in_rank_order(
     use polars::prelude::{ChunkSort, IdxCa, IdxSize, PlHashSet, UInt64Chunked};
     let ts = numbers(df, RANK[0])?;
     let hashes = identity_hashes(df, who)?;
-    let inside: Vec<IdxSize> = (0..df.height())
-        .filter(|&i| window.contains(&ts[i]))
-        .map(|i| i as IdxSize)
-        .collect();
+    let mut inside: Vec<IdxSize> = Vec::with_capacity(df.height());
+    inside.extend(
+        (0..df.height())
+            .filter(|&i| window.contains(&ts[i]))
+            .map(|i| i as IdxSize),
+    );
     // a hash that repeats sits beside itself once sorted (Polars sorts on every core)
     let sorted = UInt64Chunked::from_vec(
         "h".into(),
@@ -348,10 +350,12 @@ fn kept_in_rank_order(
     }
     // rank order: by time, then (the few rows that share a time) by partition and offset,
     // then input order
-    let mut ranked: Vec<(i64, IdxSize)> = (0..df.height())
-        .filter(|&i| keep[i])
-        .map(|i| (ts[i], i as IdxSize))
-        .collect();
+    let mut ranked: Vec<(i64, IdxSize)> = Vec::with_capacity(df.height());
+    ranked.extend(
+        (0..df.height())
+            .filter(|&i| keep[i])
+            .map(|i| (ts[i], i as IdxSize)),
+    );
     drop((keep, ts));
     rayon::slice::ParallelSliceMut::par_sort_unstable(ranked.as_mut_slice());
     {

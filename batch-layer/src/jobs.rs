@@ -243,22 +243,26 @@ fn first_deliveries(lf: LazyFrame, window: std::ops::Range<i64>, who: Identity) 
         }
     }
     let source = lf.clone();
-    let schema = {
-        let lf = lf.clone();
-        move |_: &Schema| lf.clone().collect_schema()
+    // the step's output has the source's columns: resolved once, for the plan and the step
+    let schema = match lf.clone().collect_schema() {
+        Ok(schema) => schema,
+        Err(e) => return failed(e),
     };
+    let columns = schema.clone();
     lf.select(read.iter().map(|c| col(*c)).collect::<Vec<_>>())
         .map(
-            move |ids| gather_firsts(&source, ids, window.clone(), who),
+            move |ids| gather_firsts(&source, &columns, ids, window.clone(), who),
             opts(),
-            Some(Arc::new(schema)),
+            Some(Arc::new(move |_: &Schema| Ok(schema.clone()))),
             Some("first deliveries in rank order"),
         )
 }
 
-/// [`first_deliveries`]' step: `ids` holds the identity and rank columns of `source`.
+/// [`first_deliveries`]' step: `ids` holds the identity and rank columns of `source`, whose
+/// columns are `schema`'s.
 fn gather_firsts(
     source: &LazyFrame,
+    schema: &Schema,
     mut ids: DataFrame,
     window: std::ops::Range<i64>,
     who: Identity,
@@ -286,13 +290,11 @@ fn gather_firsts(
         }
     }
     let order = IdxCa::from_vec("rows".into(), kept_in_rank_order(&ids, window, who)?);
-    let mut schema = source.clone();
-    let names: Vec<_> = schema.collect_schema()?.iter_names().cloned().collect();
-    let mut out = Vec::with_capacity(names.len());
-    for name in names {
-        let mut column = match ids.drop_in_place(&name) {
+    let mut out = Vec::with_capacity(schema.len());
+    for name in schema.iter_names() {
+        let mut column = match ids.drop_in_place(name) {
             Ok(c) => c,
-            Err(_) => read(&name)?,
+            Err(_) => read(name)?,
         };
         // gathering text from many chunks copies every string: one chunk of its views first
         if column.n_chunks() > 1 {

@@ -509,7 +509,9 @@ fn order(id: &str, action: OrderAction, qty: &str, ts: &str) -> Order {
 }
 
 /// l2/orders: the final state per order and date, counting modifies and cancels, a duplicate
-/// delivery once, and an order resting from the day before whose only event is its cancel.
+/// delivery once, an order cancelled the day it was placed (its price and quantity are its
+/// last NEW or MODIFY's, not the cancel's), and an order resting from the day before whose
+/// only event is its cancel.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_final_state_with_a_cancel_of_an_order_from_the_day_before() {
     let lake = lake().await;
@@ -517,6 +519,8 @@ async fn orders_final_state_with_a_cancel_of_an_order_from_the_day_before() {
         order("O1", OrderAction::New, "100", "2026-01-05T14:30:00Z"),
         order("O1", OrderAction::Modify, "80", "2026-01-05T14:31:00Z"),
         order("O2", OrderAction::New, "50", "2026-01-05T15:00:00Z"),
+        order("O4", OrderAction::New, "30", "2026-01-05T15:10:00Z"),
+        order("O4", OrderAction::Cancel, "5", "2026-01-05T15:20:00Z"),
         order("O3", OrderAction::New, "7", "2026-01-06T14:30:00Z"),
         order("O3", OrderAction::New, "7", "2026-01-06T14:30:00Z"),
         order("O2", OrderAction::Cancel, "50", "2026-01-06T14:35:00Z"),
@@ -533,10 +537,14 @@ async fn orders_final_state_with_a_cancel_of_an_order_from_the_day_before() {
         runner.run(day.parse().unwrap()).await.unwrap();
     }
     let day1 = rows(&lake, names::L2_ORDERS, "2026-01-05").await;
-    assert_eq!(texts(&day1, "order_id"), ["O1", "O2"]);
-    assert_eq!(texts(&day1, "status"), ["MODIFIED", "NEW"]);
-    assert_eq!(decs(&day1, "quantity"), [Some(d("80")), Some(d("50"))]);
-    assert_eq!(texts(&day1, "modify_count"), ["1", "0"]);
+    assert_eq!(texts(&day1, "order_id"), ["O1", "O2", "O4"]);
+    assert_eq!(texts(&day1, "status"), ["MODIFIED", "NEW", "CANCELLED"]);
+    assert_eq!(
+        decs(&day1, "quantity"),
+        [Some(d("80")), Some(d("50")), Some(d("30"))]
+    );
+    assert_eq!(texts(&day1, "modify_count"), ["1", "0", "0"]);
+    assert_eq!(texts(&day1, "cancel_count"), ["0", "0", "1"]);
     let day2 = rows(&lake, names::L2_ORDERS, "2026-01-06").await;
     assert_eq!(texts(&day2, "order_id"), ["O2", "O3"]);
     assert_eq!(texts(&day2, "status"), ["CANCELLED", "NEW"]);

@@ -364,8 +364,8 @@ fn kept_in_rank_order(
 
 /// The hashes that occur more than once among `n`: a repeated hash sits beside itself once
 /// sorted. They are scattered by their top byte into 256 buckets, each small enough to sort
-/// in cache, and the buckets are sorted on every core (a sort of the whole 10M-row vector
-/// took 5 times as long).
+/// in cache, and the buckets are sorted on every core (one Polars sort of 10M hashes took
+/// 0.68 s, these buckets 0.43 s, in one noisy run each).
 fn repeated_hashes(hashes: impl Iterator<Item = u64>, n: usize) -> polars::prelude::PlHashSet<u64> {
     use rayon::prelude::*;
     let mut buckets: Vec<Vec<u64>> = (0..256)
@@ -746,7 +746,8 @@ fn lake_err(e: lakehouse_lake::Error) -> PolarsError {
 /// returns them: per symbol, open and close (first and last print by rank: a group keeps its
 /// rows' order), high, low, volume, trade count and VWAP = exact sum(price x volume) /
 /// sum(volume), rounded once. The prints are of one date: they are grouped by symbol alone
-/// (a group-by on two keys encodes every row's keys first, 4x the time of the whole job).
+/// (a group-by on two keys encodes every row's keys first: 1.0 to 1.2 s for the job against
+/// 0.4 s).
 pub fn daily_bars(l2_trades: LazyFrame) -> LazyFrame {
     l2_trades
         .group_by([col("symbol")])

@@ -378,13 +378,9 @@ fn repeated_hashes(hashes: impl Iterator<Item = u64>, n: usize) -> polars::prelu
         .par_iter_mut()
         .flat_map_iter(|b| {
             b.sort_unstable();
-            let mut repeated = Vec::new();
-            for pair in b.windows(2) {
-                if pair[0] == pair[1] && repeated.last() != Some(&pair[0]) {
-                    repeated.push(pair[0]);
-                }
-            }
-            repeated
+            let b: &Vec<u64> = b;
+            // a hash seen 3 times gives 2 pairs: the set holds it once
+            b.windows(2).filter(|p| p[0] == p[1]).map(|p| p[0])
         })
         .collect()
 }

@@ -619,7 +619,8 @@ fn compute(
 ) -> Result<(), RunError> {
     // reconciliation counts the L1 rows of the date: an input in memory keeps only the
     // columns it reads (sharing their buffers), the rest is freed once its job has run; a
-    // scanned input is read again for them
+    // scanned input is read again for them. The tape's rows and volume are counted by the L2
+    // market trades job as it reads them.
     let recon = |name: &str, cols: &[&str]| -> Result<polars::prelude::LazyFrame, RunError> {
         let Some(input) = l1.get(name) else {
             return Ok(polars::prelude::LazyFrame::default());
@@ -635,14 +636,13 @@ fn compute(
             read
         })
     };
-    let l1_trades = recon(names::MARKET_TRADES, &["ts", "volume"])?;
     let l1_executions = recon(names::EXECUTIONS, &["ts"])?;
     let l1_orders = recon(names::ORDERS, &["ts"])?;
     let mut take = |name: &str| l1.remove(name).map(|i| i.rows).unwrap_or_default();
     let r = |name: &str| refs[name].clone();
-    let l2_trades = timed("l2_trades", || {
-        jobs::l2_market_trades(take(names::MARKET_TRADES), w, p)
-    })?;
+    let (l2_trades, tally) = jobs::l2_market_trades_tallied(take(names::MARKET_TRADES), w, p);
+    let l2_trades = timed("l2_trades", || l2_trades)?;
+    let l1_trades = tally.frame()?.lazy();
     let bars = timed("bars", || jobs::daily_bars(l2_trades.clone().lazy()))?;
     // reconciliation sums the L2 prints' volume: the rest of the 10M rows can go
     let l2_trades_volume = l2_trades.select(["volume"])?;

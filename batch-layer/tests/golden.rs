@@ -365,6 +365,16 @@ async fn two_days_golden(lake: Lake) {
             assert_eq!(status[i], "OK", "{m}");
         }
     }
+    // the tape through the layers: L1 holds P2's second delivery, L2 and L3 do not
+    let datasets = texts(&recon, "dataset");
+    let through = |measure: &str| {
+        let i = (0..measures.len())
+            .find(|&i| datasets[i] == "market_trades" && measures[i] == measure)
+            .unwrap();
+        ["l1", "l2", "l3"].map(|c| decs(&recon, c)[i])
+    };
+    assert_eq!(through("count"), ["4", "3", "3"].map(|v| Some(d(v))));
+    assert_eq!(through("volume"), ["36", "21", "21"].map(|v| Some(d(v))));
 
     // day 2: the position carries over; selling 70 realizes (15 - avg) x 70
     runner.run("2026-01-06".parse().unwrap()).await.unwrap();

@@ -140,11 +140,7 @@ pub struct L1Tally(Arc<std::sync::Mutex<Option<(i64, i128)>>>);
 impl L1Tally {
     /// The one-row frame (`l1`, `l1_volume`); an error before the plan that counts has run.
     pub fn frame(&self) -> PolarsResult<DataFrame> {
-        let counted = *self
-            .0
-            .lock()
-            .map_err(|e| PolarsError::ComputeError(e.to_string().into()))?;
-        let Some((rows, volume)) = counted else {
+        let Some((rows, volume)) = *self.lock()? else {
             return Err(PolarsError::ComputeError(
                 "the L1 prints were not counted: the L2 market trades plan has not run".into(),
             ));
@@ -159,12 +155,14 @@ impl L1Tally {
     }
 
     fn record(&self, rows: usize, volume: i128) -> PolarsResult<()> {
-        let mut counted = self
-            .0
-            .lock()
-            .map_err(|e| PolarsError::ComputeError(e.to_string().into()))?;
-        *counted = Some((rows as i64, volume));
+        *self.lock()? = Some((rows as i64, volume));
         Ok(())
+    }
+
+    fn lock(&self) -> PolarsResult<std::sync::MutexGuard<'_, Option<(i64, i128)>>> {
+        self.0
+            .lock()
+            .map_err(|e| PolarsError::ComputeError(e.to_string().into()))
     }
 }
 

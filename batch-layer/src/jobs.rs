@@ -348,6 +348,11 @@ fn gather_firsts(
             Ok(c) => c,
             Err(_) => read(name)?,
         };
+        // gathering text from many chunks copies every string: one chunk of its views first (and
+        // the tally's lookups by row number go to one chunk)
+        if column.n_chunks() > 1 {
+            column = column.rechunk();
+        }
         if let (Some((summed, counted)), Some(inside)) = (tally, &inside)
             && name.as_str() == *summed
         {
@@ -361,10 +366,6 @@ fn gather_firsts(
                 }
             }
             counted.record(inside.len(), sum)?;
-        }
-        // gathering text from many chunks copies every string: one chunk of its views first
-        if column.n_chunks() > 1 {
-            column = column.rechunk();
         }
         out.push(column.take(&order)?);
     }

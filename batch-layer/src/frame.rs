@@ -116,7 +116,8 @@ pub fn scan_parquet(
 
 /// A job's frame as one Parquet file of `schema`'s columns except `partition` (a Delta
 /// partition column lives in the file's path), each in the Polars type `schema` maps to (as
-/// [`to_polars`]), written by Polars on every core with Snappy pages and column statistics.
+/// [`to_polars`]), written by Polars on every core with zstd pages (level [`ZSTD_LEVEL`]) and
+/// column statistics.
 /// The bytes depend only on the rows and their order: the frame is put in one chunk and cut
 /// into row groups of a fixed row count. A column `schema` names that the frame lacks is an
 /// error.
@@ -126,6 +127,7 @@ pub fn to_parquet(
     partition: &str,
 ) -> Result<Vec<u8>, FrameError> {
     use polars::prelude::{IntoLazy, ParquetCompression, ParquetWriter, col};
+    use polars_parquet::write::ZstdLevel;
     let target = to_polars(schema, &[])?;
     let mut select = Vec::with_capacity(target.width());
     for c in target.columns() {
@@ -152,11 +154,18 @@ pub fn to_parquet(
     // never backed by memory)
     let mut buf = Vec::with_capacity(out.estimated_size());
     ParquetWriter::new(&mut buf)
-        .with_compression(ParquetCompression::Snappy)
+        .with_compression(ParquetCompression::Zstd(Some(ZstdLevel::try_new(
+            ZSTD_LEVEL,
+        )?)))
         .with_row_group_size(Some(ROW_GROUP_ROWS))
         .finish(&mut out)?;
     Ok(buf)
 }
+
+/// The zstd level of the files [`to_parquet`] writes. Level 1 against Snappy on the 10M-row L2
+/// market trades: half the bytes (123 MB against 240 MB), the same run time, and Polars and
+/// pyarrow read the file back as fast or faster.
+pub const ZSTD_LEVEL: i32 = 1;
 
 /// Rows per row group of the files [`to_parquet`] writes (about 10-40 MB of a job's output).
 const ROW_GROUP_ROWS: usize = 1 << 20;
@@ -215,13 +224,23 @@ mod tests {
             .collect()
             .unwrap();
         let bytes = to_parquet(sums.clone(), &schema, "business_date").unwrap();
-        let back: Vec<RecordBatch> =
-            ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
-                .unwrap()
-                .build()
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes)).unwrap();
+        // every column chunk is zstd at the documented level (arrow-rs reads the level back
+        // as its default, so only the codec is compared)
+        for rg in reader.metadata().row_groups() {
+            for c in rg.columns() {
+                assert!(
+                    matches!(
+                        c.compression(),
+                        deltalake::parquet::basic::Compression::ZSTD(_)
+                    ),
+                    "{}: {:?}",
+                    c.column_path(),
+                    c.compression()
+                );
+            }
+        }
+        let back: Vec<RecordBatch> = reader.build().unwrap().collect::<Result<_, _>>().unwrap();
         // the partition column is left out, every other column keeps the table's type
         let names: Vec<String> = back[0]
             .schema()

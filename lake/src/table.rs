@@ -355,7 +355,7 @@ impl Table {
         use object_store::ObjectStoreExt;
         self.check_partition_column(column)?;
         let path = format!(
-            "{column}={value}/part-00000-{}-c000.snappy.parquet",
+            "{column}={value}/part-00000-{}-c000.parquet",
             uuid::Uuid::new_v4()
         );
         let size = parquet.len() as i64;

@@ -10,7 +10,7 @@ use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::arrow::error::ArrowError;
 use deltalake::arrow::ipc::writer::StreamWriter;
 use deltalake::arrow::record_batch::RecordBatch;
-use polars::prelude::{DataFrame, IpcStreamReader, PolarsError, SerReader};
+use polars::prelude::{DataFrame, IpcStreamReader, PolarsError, PolarsResult, SerReader};
 
 /// Why a hand-over failed.
 #[derive(Debug, thiserror::Error)]
@@ -116,50 +116,197 @@ pub fn scan_parquet(
 
 /// A job's frame as one Parquet file of `schema`'s columns except `partition` (a Delta
 /// partition column lives in the file's path), each in the Polars type `schema` maps to (as
-/// [`to_polars`]), written by Polars on every core with zstd pages (level [`ZSTD_LEVEL`]) and
-/// column statistics.
-/// The bytes depend only on the rows and their order: the frame is put in one chunk and cut
-/// into row groups of a fixed row count. A column `schema` names that the frame lacks is an
-/// error.
+/// [`to_polars`]), as [`to_parquet_by_column`] writes it. The columns are encoded on every
+/// core, each freed once encoded. A column `schema` names that the frame lacks is an error.
 pub fn to_parquet(
-    df: DataFrame,
+    mut df: DataFrame,
     schema: &SchemaRef,
     partition: &str,
 ) -> Result<Vec<u8>, FrameError> {
-    use polars::prelude::{IntoLazy, ParquetCompression, ParquetWriter, col};
-    use polars_parquet::write::ZstdLevel;
-    let target = to_polars(schema, &[])?;
-    let mut select = Vec::with_capacity(target.width());
-    for c in target.columns() {
-        if c.name().as_str() == partition {
-            continue;
-        }
-        let Some(have) = df.schema().get(c.name()) else {
-            return Err(FrameError::Schema(format!(
-                "the job's result has no column `{}`",
-                c.name()
-            )));
-        };
-        let e = col(c.name().clone());
-        select.push(if have == c.dtype() {
-            e
-        } else {
-            e.strict_cast(c.dtype().clone())
-        });
+    use rayon::prelude::*;
+    let file = FileLayout::new(df.height(), schema, partition)?;
+    let mut columns = Vec::with_capacity(file.schema.len());
+    for name in file.schema.iter_names() {
+        columns.push(
+            df.drop_in_place(name).map_err(|_| {
+                FrameError::Schema(format!("the job's result has no column `{name}`"))
+            })?,
+        );
     }
-    let mut out = df.lazy().select(select).collect()?;
-    out.rechunk_mut_par();
-    // room for the whole file up front: growing the buffer by doubling copied it and touched
-    // fresh memory each time (a file is a fraction of the frame; room never written to is
-    // never backed by memory)
-    let mut buf = Vec::with_capacity(out.estimated_size());
-    ParquetWriter::new(&mut buf)
-        .with_compression(ParquetCompression::Zstd(Some(ZstdLevel::try_new(
-            ZSTD_LEVEL,
-        )?)))
-        .with_row_group_size(Some(ROW_GROUP_ROWS))
-        .finish(&mut out)?;
-    Ok(buf)
+    drop(df);
+    let encoded = columns
+        .into_par_iter()
+        .enumerate()
+        .map(|(i, c)| file.encode(i, c))
+        .collect::<Result<Vec<_>, _>>()?;
+    file.write(encoded)
+}
+
+/// One Parquet file of `rows` rows in `schema`'s columns except `partition`, each column
+/// asked of `column` once, in the schema's order, and encoded (its row groups on every core)
+/// before the next is asked for: only one column of the output is in memory at a time,
+/// beside the compressed pages.
+///
+/// The file is what Polars' own writer makes of the whole frame: zstd pages (level
+/// [`ZSTD_LEVEL`]), column statistics, row groups of [`ROW_GROUP_ROWS`] rows cut as Polars
+/// cuts a one-chunk frame. So the bytes depend only on the rows and their order, whatever
+/// the thread count.
+pub fn to_parquet_by_column(
+    rows: usize,
+    schema: &SchemaRef,
+    partition: &str,
+    mut column: impl FnMut(&str) -> PolarsResult<polars::prelude::Column>,
+) -> Result<Vec<u8>, FrameError> {
+    let file = FileLayout::new(rows, schema, partition)?;
+    let mut encoded = Vec::with_capacity(file.schema.len());
+    for (i, name) in file.schema.iter_names().enumerate() {
+        encoded.push(file.encode(i, column(name.as_str())?)?);
+    }
+    file.write(encoded)
+}
+
+/// The compressed pages of one column: per row group, per leaf column (one for a flat type).
+type ColumnPages = Vec<Vec<Vec<polars_parquet::write::CompressedPage>>>;
+
+/// What a file [`to_parquet`] writes is made of: its columns and types, their Parquet types
+/// and encodings, the write options and the row groups.
+struct FileLayout {
+    schema: polars::prelude::SchemaRef,
+    types: Vec<polars_parquet::write::ParquetType>,
+    encodings: Vec<Vec<polars_parquet::write::Encoding>>,
+    options: polars_parquet::write::WriteOptions,
+    /// (offset, rows) of each row group.
+    groups: Vec<(usize, usize)>,
+}
+
+impl FileLayout {
+    fn new(rows: usize, schema: &SchemaRef, partition: &str) -> Result<Self, FrameError> {
+        use polars::io::parquet::write::get_encodings;
+        use polars::prelude::{CompatLevel, SchemaExt};
+        use polars_parquet::write::{
+            CompressionOptions, StatisticsOptions, Version, WriteOptions, to_parquet_schema,
+        };
+        let target = to_polars(schema, &[])?;
+        let mut schema = target.schema().as_ref().clone();
+        schema.shift_remove(partition);
+        let arrow = schema.to_arrow(CompatLevel::newest());
+        Ok(FileLayout {
+            types: to_parquet_schema(&arrow)?.fields().to_vec(),
+            encodings: get_encodings(&arrow).iter().cloned().collect(),
+            // as Polars' `ParquetWriter` with these settings
+            options: WriteOptions {
+                statistics: StatisticsOptions::default(),
+                version: Version::V1,
+                compression: CompressionOptions::Zstd(Some(zstd_level()?)),
+                data_page_size: None,
+            },
+            groups: row_groups(rows),
+            schema: std::sync::Arc::new(schema),
+        })
+    }
+
+    /// The pages of the file's column `i`, its row groups encoded on every core.
+    fn encode(&self, i: usize, mut c: polars::prelude::Column) -> Result<ColumnPages, FrameError> {
+        use polars::prelude::CompatLevel;
+        use polars_parquet::write::{array_to_columns, compress};
+        use rayon::prelude::*;
+        let (name, dtype) = self
+            .schema
+            .get_at_index(i)
+            .ok_or_else(|| FrameError::Schema(format!("the file has no column {i}")))?;
+        let rows = self.groups.last().map_or(0, |(offset, len)| offset + len);
+        if c.len() != rows {
+            return Err(FrameError::Schema(format!(
+                "column `{name}` has {} rows, the file {rows}",
+                c.len()
+            )));
+        }
+        if c.dtype() != dtype {
+            c = c.strict_cast(dtype)?;
+        }
+        let array = c
+            .as_materialized_series()
+            .rechunk()
+            .to_arrow(0, CompatLevel::newest());
+        drop(c);
+        let options = self.options;
+        Ok(self
+            .groups
+            .par_iter()
+            .map(|&(offset, len)| {
+                array_to_columns(
+                    array.sliced(offset, len),
+                    self.types[i].clone(),
+                    options,
+                    &self.encodings[i],
+                )?
+                .into_iter()
+                .map(|leaf| {
+                    leaf.map(|page| Ok(compress(page?, Vec::new(), options.compression)?))
+                        .collect::<PolarsResult<Vec<_>>>()
+                })
+                .collect::<PolarsResult<Vec<_>>>()
+            })
+            .collect::<PolarsResult<Vec<_>>>()?)
+    }
+
+    /// The file of the columns' pages (in the file's column order), written by Polars.
+    fn write(&self, columns: Vec<ColumnPages>) -> Result<Vec<u8>, FrameError> {
+        use polars::io::parquet::write::ParquetWriter;
+        use polars::prelude::ParquetCompression;
+        let mut groups: Vec<Vec<Vec<polars_parquet::write::CompressedPage>>> =
+            self.groups.iter().map(|_| Vec::new()).collect();
+        let mut bytes = 0;
+        for column in columns {
+            for (group, leaves) in groups.iter_mut().zip(column) {
+                bytes += leaves.iter().flatten().map(page_bytes).sum::<usize>();
+                group.extend(leaves);
+            }
+        }
+        // room for the whole file up front (growing the buffer by doubling copies it and
+        // touches fresh memory each time); the footer is a small part of it
+        let mut buf = Vec::with_capacity(bytes + bytes / 64 + (1 << 16));
+        let mut writer = ParquetWriter::new(&mut buf)
+            .with_compression(ParquetCompression::Zstd(Some(zstd_level()?)))
+            .with_row_group_size(Some(ROW_GROUP_ROWS))
+            .batched(&self.schema)?;
+        for ((_, len), group) in self.groups.iter().zip(groups) {
+            writer.write_row_group(*len as u64, &group)?;
+        }
+        writer.finish()?;
+        drop(writer);
+        Ok(buf)
+    }
+}
+
+fn zstd_level() -> Result<polars_parquet::write::ZstdLevel, FrameError> {
+    Ok(polars_parquet::write::ZstdLevel::try_new(ZSTD_LEVEL)?)
+}
+
+/// The bytes of a compressed data page (its header aside). A dictionary page does not tell
+/// its size: it counts as nothing (the room left for the footer covers the small ones).
+fn page_bytes(page: &polars_parquet::write::CompressedPage) -> usize {
+    match page {
+        polars_parquet::write::CompressedPage::Data(p) => p.compressed_size(),
+        polars_parquet::write::CompressedPage::Dict(_) => 0,
+    }
+}
+
+/// The (offset, rows) of the row groups of a file of `rows` rows, as Polars' writer cuts a
+/// one-chunk frame: `rows / ROW_GROUP_ROWS` equal groups (at least one), the last taking the
+/// remainder; none when there are no rows.
+fn row_groups(rows: usize) -> Vec<(usize, usize)> {
+    if rows == 0 {
+        return Vec::new();
+    }
+    let n = (rows / ROW_GROUP_ROWS).max(1);
+    let size = rows / n;
+    (0..n)
+        .map(|i| {
+            let offset = i * size;
+            (offset, if i == n - 1 { rows - offset } else { size })
+        })
+        .collect()
 }
 
 /// The zstd level of the files [`to_parquet`] writes. Level 1 against Snappy on the 10M-row L2
@@ -279,6 +426,102 @@ mod tests {
         let missing: SchemaRef =
             Arc::new(Schema::new(vec![Field::new("nope", DataType::Utf8, true)]));
         assert!(to_parquet(sums, &missing, "business_date").is_err());
+    }
+
+    #[test]
+    fn by_column_writes_the_bytes_polars_writes_of_the_whole_frame() {
+        use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        use polars::prelude::{
+            Int128Chunked, IntoColumn, IntoSeries, NamedFrom, ParquetCompression, ParquetWriter,
+            Series,
+        };
+        use polars_parquet::write::ZstdLevel;
+        let schema: SchemaRef = Arc::new(Schema::new(vec![
+            Field::new("business_date", DataType::Date32, false),
+            Field::new("id", DataType::Utf8, true),
+            Field::new("symbol", DataType::Utf8, false),
+            Field::new("price", DataType::Decimal128(38, 8), false),
+            Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            ),
+            Field::new("n", DataType::Int64, true),
+        ]));
+        // no row group, one, and two (the last with the remainder); text unique and
+        // repeated, nulls
+        for rows in [0, 5, 2 * ROW_GROUP_ROWS + 12_345] {
+            let ids: Vec<Option<String>> = (0..rows)
+                .map(|i| (i % 7 != 3).then(|| format!("T-{i:09}")))
+                .collect();
+            let symbols: Vec<String> = (0..rows).map(|i| format!("S{}", i % 200)).collect();
+            let prices: Int128Chunked = (0..rows).map(|i| Some(i as i128 * 37 % 9973)).collect();
+            let df = DataFrame::new(
+                rows,
+                vec![
+                    Series::new("id".into(), ids).into_column(),
+                    Series::new("symbol".into(), symbols).into_column(),
+                    prices
+                        .with_name("price".into())
+                        .into_decimal(38, 8)
+                        .unwrap()
+                        .into_series()
+                        .into_column(),
+                    Series::new("ts".into(), (0..rows as i64).collect::<Vec<_>>()).into_column(),
+                    Series::new(
+                        "n".into(),
+                        (0..rows as i64)
+                            .map(|i| (i % 5 != 0).then_some(i))
+                            .collect::<Vec<_>>(),
+                    )
+                    .into_column(),
+                ],
+            )
+            .unwrap();
+            // the frame in the table's types (the timestamp cast as `to_parquet` casts it)
+            let target = to_polars(&schema, &[]).unwrap();
+            let mut whole = df
+                .clone()
+                .lazy()
+                .select(
+                    target
+                        .columns()
+                        .iter()
+                        .skip(1)
+                        .map(|c| col(c.name().clone()).strict_cast(c.dtype().clone()))
+                        .collect::<Vec<_>>(),
+                )
+                .collect()
+                .unwrap();
+            let mut polars_bytes = Vec::new();
+            ParquetWriter::new(&mut polars_bytes)
+                .with_compression(ParquetCompression::Zstd(Some(
+                    ZstdLevel::try_new(ZSTD_LEVEL).unwrap(),
+                )))
+                .with_row_group_size(Some(ROW_GROUP_ROWS))
+                .finish(&mut whole)
+                .unwrap();
+            let ours = to_parquet(df, &schema, "business_date").unwrap();
+            assert!(ours == polars_bytes, "{rows} rows: the files differ");
+            let groups = row_groups(rows);
+            let back = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(ours)).unwrap();
+            assert_eq!(back.metadata().num_row_groups(), groups.len());
+            assert_eq!(
+                back.metadata()
+                    .row_groups()
+                    .iter()
+                    .map(|g| g.num_rows() as usize)
+                    .collect::<Vec<_>>(),
+                groups.iter().map(|g| g.1).collect::<Vec<_>>()
+            );
+        }
+        assert_eq!(
+            row_groups(2 * ROW_GROUP_ROWS + 12_345),
+            [
+                (0, ROW_GROUP_ROWS + 6_172),
+                (ROW_GROUP_ROWS + 6_172, ROW_GROUP_ROWS + 6_173)
+            ]
+        );
     }
 
     #[test]

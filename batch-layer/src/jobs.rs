@@ -16,9 +16,9 @@ use lakehouse_lake::positions::Position;
 use lakehouse_lake::{BusinessDate, Decimal, EventTime};
 use polars::prelude::{
     AllowedOptimizations, DataFrame, DataType, Expr, Int128Chunked, IntoColumn, IntoLazy,
-    IntoSeries, JoinArgs, JoinType, LazyFrame, MaintainOrderJoin, NamedFrom, PolarsError,
-    PolarsResult, Schema, SchemaRef, Series, SortMultipleOptions, UnionArgs, UniqueKeepStrategy,
-    col, concat, len, lit, when,
+    IntoSeries, JoinArgs, JoinType, LazyFrame, NamedFrom, PolarsError, PolarsResult, Schema,
+    SchemaRef, Series, SortMultipleOptions, UnionArgs, UniqueKeepStrategy, col, concat, len, lit,
+    when,
 };
 
 /// Polars' type of the lake's decimals.
@@ -45,7 +45,8 @@ impl Window {
             .and(us.lt(lit(self.end.micros())))
     }
 
-    fn date_lit(&self) -> Expr {
+    /// The business date, as the `business_date` column of an output.
+    pub fn date_lit(&self) -> Expr {
         lit(self.date.days_since_epoch())
             .cast(DataType::Date)
             .alias("business_date")
@@ -169,88 +170,90 @@ impl L1Tally {
 /// [`l2_market_trades`], and the [`L1Tally`] of its input, filled when the plan runs.
 pub fn l2_market_trades_tallied(l1: LazyFrame, w: &Window, p: &JobParams) -> (LazyFrame, L1Tally) {
     let tally = L1Tally::default();
-    // only the columns the output, the identity and the exclusion rule read (the condition
-    // codes are one text per print, read for every print only when codes are excluded:
-    // [`reads_conditions_of_ids`])
-    let read = [
-        TRADE_ID,
-        "symbol",
-        "venue",
-        "price",
-        "volume",
-        "ts",
-        "_partition",
-        "_offset",
-        CONDITIONS,
-    ];
-    let mut all = first_deliveries(
-        l1.select(read.map(col)),
+    let all = first_deliveries(
+        trades_read(l1),
         w.start.micros()..w.end.micros(),
-        Identity {
-            id: Some(TRADE_ID),
-            keys: &["symbol", "venue", "ts", "price", "volume", CONDITIONS],
-        },
+        TRADES,
         Some(("volume", tally.clone())),
+        p.excluded_conditions.clone(),
     );
-    if !p.excluded_conditions.is_empty() {
-        let excluded = DataFrame::new(
-            p.excluded_conditions.len(),
-            vec![
-                Series::new("conditions".into(), p.excluded_conditions.clone()).into_column(),
-                Series::new("_excluded".into(), vec![true; p.excluded_conditions.len()])
-                    .into_column(),
-            ],
+    (
+        all.select(L2_TRADES.map(|c| match c {
+            "business_date" => w.date_lit(),
+            c => col(c),
+        })),
+        tally,
+    )
+}
+
+/// The columns of [`l2_market_trades`], in order.
+pub const L2_TRADES: [&str; 9] = [
+    "business_date",
+    TRADE_ID,
+    "symbol",
+    "venue",
+    "price",
+    "volume",
+    "ts",
+    "_partition",
+    "_offset",
+];
+
+/// What identifies a print: its trade id, or without one the whole print.
+const TRADES: Identity = Identity {
+    id: Some(TRADE_ID),
+    keys: &["symbol", "venue", "ts", "price", "volume", CONDITIONS],
+};
+
+/// The tape's columns that [`l2_market_trades`] reads: the output's, the identity's and the
+/// exclusion rule's (the condition codes are one text per print, read for every print only
+/// when codes are excluded: [`reads_conditions_of_ids`]).
+fn trades_read(l1: LazyFrame) -> LazyFrame {
+    l1.select(
+        [
+            TRADE_ID,
+            "symbol",
+            "venue",
+            "price",
+            "volume",
+            "ts",
+            "_partition",
+            "_offset",
+            CONDITIONS,
+        ]
+        .map(col),
+    )
+}
+
+/// [`l2_market_trades`] found but not gathered, for a writer that takes the output one
+/// column at a time: the tape's first deliveries of the date in rank order, without the
+/// excluded prints (each column of [`L2_TRADES`] but `business_date` comes from
+/// [`Firsts::column`]), and the [`L1Tally`] of the tape, filled once `volume` is read.
+pub fn l2_market_trades_firsts(
+    l1: LazyFrame,
+    w: &Window,
+    p: &JobParams,
+) -> PolarsResult<(Firsts, L1Tally)> {
+    let tally = L1Tally::default();
+    let source = trades_read(l1);
+    let ids = source
+        .clone()
+        .select(
+            identity_columns(TRADES)
+                .into_iter()
+                .map(col)
+                .collect::<Vec<_>>(),
         )
-        .map(IntoLazy::lazy)
-        .unwrap_or_default();
-        let flagged = all
-            .clone()
-            .select([
-                col("_partition"),
-                col("_offset"),
-                col("conditions").str().split(lit(",")).alias("conditions"),
-            ])
-            .explode(
-                polars::prelude::cols(["conditions"]),
-                polars::prelude::ExplodeOptions {
-                    empty_as_null: false,
-                    keep_nulls: false,
-                },
-            )
-            .join(
-                excluded,
-                [col("conditions")],
-                [col("conditions")],
-                JoinArgs::new(JoinType::Inner),
-            )
-            .select([col("_partition"), col("_offset"), col("_excluded")])
-            .unique_stable(None, UniqueKeepStrategy::First);
-        // the prints keep their rank order
-        let keys = [col("_partition"), col("_offset")];
-        all = all
-            .join(
-                flagged,
-                keys.clone(),
-                keys,
-                JoinArgs {
-                    maintain_order: MaintainOrderJoin::Left,
-                    ..JoinArgs::new(JoinType::Left)
-                },
-            )
-            .filter(col("_excluded").is_null());
-    }
-    let l2 = all.select([
-        w.date_lit(),
-        col("trade_id"),
-        col("symbol"),
-        col("venue"),
-        col("price"),
-        col("volume"),
-        col("ts"),
-        col("_partition"),
-        col("_offset"),
-    ]);
-    (l2, tally)
+        .collect()?;
+    let firsts = Firsts::find(
+        source,
+        ids,
+        w.start.micros()..w.end.micros(),
+        TRADES,
+        Some(("volume", tally.clone())),
+        &p.excluded_conditions,
+    )?;
+    Ok((firsts, tally))
 }
 
 /// What identifies one delivery of an event (a redelivery repeats it).
@@ -265,24 +268,12 @@ struct Identity {
 /// The rows of `lf` inside the window, each delivery once (its first by rank), in rank
 /// order: [`first_deliveries`] over the date's window.
 fn distinct_by_rank(lf: LazyFrame, w: &Window, who: Identity) -> LazyFrame {
-    first_deliveries(lf, w.start.micros()..w.end.micros(), who, None)
+    first_deliveries(lf, w.start.micros()..w.end.micros(), who, None, Vec::new())
 }
 
-/// The first delivery of each identity among the rows of `lf` with a time in `window`, in
-/// rank order, as a Rust step in the plan. The step reads the identity and rank columns
-/// first and finds the kept rows from them: most events come once, so only the rows whose
-/// identity hash repeats (the redeliveries, and any hash collision) are compared by their
-/// keys (Polars' `unique` in rank order), and the kept rows are put in rank order by their
-/// rank columns alone. Then it reads and gathers the other columns one at a time, so the
-/// input is never in memory whole beside the output (for a scan, each read is of one
-/// column of the files). With a `tally` (a decimal column and an [`L1Tally`]), it counts the
-/// input's rows inside the window and sums that column over them as it reads it.
-fn first_deliveries(
-    lf: LazyFrame,
-    window: std::ops::Range<i64>,
-    who: Identity,
-    tally: Option<(&'static str, L1Tally)>,
-) -> LazyFrame {
+/// The columns [`first_deliveries`] reads first: the id (or the keys, without one) and the
+/// rank columns.
+fn identity_columns(who: Identity) -> Vec<&'static str> {
     let mut read: Vec<&'static str> = who.id.into_iter().collect();
     if who.id.is_none() {
         read.extend(who.keys);
@@ -292,6 +283,24 @@ fn first_deliveries(
             read.push(c);
         }
     }
+    read
+}
+
+/// The first delivery of each identity among the rows of `lf` with a time in `window`, in
+/// rank order, as a Rust step in the plan ([`Firsts`]): the identity and rank columns are
+/// read first and the kept rows found from them, then the other columns are read and
+/// gathered one at a time, so the input is never in memory whole beside the output (for a
+/// scan, each read is of one column of the files). With a `tally` (a decimal column and an
+/// [`L1Tally`]), it counts the input's rows inside the window and sums that column over
+/// them. Rows whose [`CONDITIONS`] hold an `excluded` code are left out.
+fn first_deliveries(
+    lf: LazyFrame,
+    window: std::ops::Range<i64>,
+    who: Identity,
+    tally: Option<(&'static str, L1Tally)>,
+    excluded: Vec<String>,
+) -> LazyFrame {
+    let read = identity_columns(who);
     let source = lf.clone();
     // the step's output has the source's columns: resolved once, for the plan and the step
     let schema = match lf.clone().collect_schema() {
@@ -301,64 +310,111 @@ fn first_deliveries(
     let columns = schema.clone();
     lf.select(read.iter().map(|c| col(*c)).collect::<Vec<_>>())
         .map(
-            move |ids| gather_firsts(&source, &columns, ids, window.clone(), who, tally.as_ref()),
+            move |ids| {
+                let mut firsts = Firsts::find(
+                    source.clone(),
+                    ids,
+                    window.clone(),
+                    who,
+                    tally.clone(),
+                    &excluded,
+                )?;
+                let mut out = Vec::with_capacity(columns.len());
+                for name in columns.iter_names() {
+                    out.push(firsts.column(name)?);
+                }
+                DataFrame::new(firsts.len(), out)
+            },
             opts(),
             Some(Arc::new(move |_: &Schema| Ok(schema.clone()))),
             Some("first deliveries in rank order"),
         )
 }
 
-/// [`first_deliveries`]' step: `ids` holds the identity and rank columns of `source`, whose
-/// columns are `schema`'s.
-fn gather_firsts(
-    source: &LazyFrame,
-    schema: &Schema,
-    mut ids: DataFrame,
-    window: std::ops::Range<i64>,
-    who: Identity,
-    tally: Option<&(&'static str, L1Tally)>,
-) -> PolarsResult<DataFrame> {
-    use polars::prelude::IdxCa;
-    let height = ids.height();
-    // one column of the source, checked to be the rows `ids` were read from
-    let read = |name: &str| -> PolarsResult<polars::prelude::Column> {
-        let mut one = source.clone().select([col(name)]).collect()?;
-        polars::prelude::polars_ensure!(
-            one.height() == height,
-            ComputeError: "column `{name}` has {} rows, the identity columns {height}",
-            one.height()
-        );
-        one.drop_in_place(name)
-    };
-    // rows without an id are identified by their keys
-    if let Some(id) = who.id
-        && ids.column(id)?.has_nulls()
-    {
-        for k in who.keys {
-            if ids.column(k).is_err() {
-                ids.with_column(read(k)?)?;
+/// The first deliveries of a source found but not yet gathered: the kept rows in rank order
+/// (most events come once, so only the rows whose identity hash repeats, the redeliveries
+/// and any hash collision, are compared by their keys), and where to read each column of
+/// them.
+pub struct Firsts {
+    source: LazyFrame,
+    /// The source's rows.
+    height: usize,
+    /// The source's columns read already (identity and rank), until gathered.
+    read: DataFrame,
+    /// The kept rows, in rank order.
+    order: polars::prelude::IdxCa,
+    /// A decimal column to sum over the rows inside the window (`Rows`) as it is read, and
+    /// where to record the sum and count.
+    tally: Option<(&'static str, L1Tally, Rows)>,
+}
+
+impl Firsts {
+    /// The kept rows of `source` from `ids`, its identity and rank columns: the first
+    /// delivery of each identity among the rows with a time in `window`, without those whose
+    /// [`CONDITIONS`] hold an `excluded` code.
+    fn find(
+        source: LazyFrame,
+        ids: DataFrame,
+        window: std::ops::Range<i64>,
+        who: Identity,
+        tally: Option<(&'static str, L1Tally)>,
+        excluded: &[String],
+    ) -> PolarsResult<Self> {
+        let mut firsts = Firsts {
+            source,
+            height: ids.height(),
+            read: ids,
+            order: Default::default(),
+            tally: None,
+        };
+        // rows without an id are identified by their keys
+        if let Some(id) = who.id
+            && firsts.read.column(id)?.has_nulls()
+        {
+            for k in who.keys {
+                firsts.keep_read(k)?;
             }
         }
+        let (order, inside) = kept_in_rank_order(&firsts.read, window, who, tally.is_some())?;
+        firsts.order = polars::prelude::IdxCa::from_vec("rows".into(), order);
+        firsts.tally = tally.zip(inside).map(|((c, t), rows)| (c, t, rows));
+        if !excluded.is_empty() {
+            firsts.exclude(excluded)?;
+        }
+        Ok(firsts)
     }
-    let (order, inside) = kept_in_rank_order(&ids, window, who, tally.is_some())?;
-    let order = IdxCa::from_vec("rows".into(), order);
-    let mut out = Vec::with_capacity(schema.len());
-    for name in schema.iter_names() {
-        let mut column = match ids.drop_in_place(name) {
+
+    /// The number of kept rows.
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Whether no row is kept.
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    /// One column of the source at the kept rows, in rank order. Each column is read once:
+    /// asked again, it is read again.
+    pub fn column(&mut self, name: &str) -> PolarsResult<polars::prelude::Column> {
+        let mut column = match self.read.drop_in_place(name) {
             Ok(c) => c,
-            Err(_) => read(name)?,
+            Err(_) => self.read_column(name)?,
         };
-        // gathering text from many chunks copies every string: one chunk of its views first (and
-        // the tally's lookups by row number go to one chunk)
+        // gathering text from many chunks copies every string: one chunk of its views first
+        // (and the tally's lookups by row number go to one chunk)
         if column.n_chunks() > 1 {
             column = column.rechunk();
         }
-        if let (Some((summed, counted)), Some(inside)) = (tally, &inside)
-            && name.as_str() == *summed
+        if self
+            .tally
+            .as_ref()
+            .is_some_and(|(summed, ..)| *summed == name)
+            && let Some((_, counted, inside)) = self.tally.take()
         {
             let values = column.as_materialized_series().decimal()?.physical();
             let mut sum = 0i128;
-            for &i in inside {
+            for &i in &inside {
                 if let Some(v) = values.get(i as usize) {
                     sum = sum.checked_add(v).ok_or_else(|| {
                         PolarsError::ComputeError(format!("the sum of `{name}` overflows").into())
@@ -367,9 +423,48 @@ fn gather_firsts(
             }
             counted.record(inside.len(), sum)?;
         }
-        out.push(column.take(&order)?);
+        column.take(&self.order)
     }
-    DataFrame::new(order.len(), out)
+
+    /// One column of the source, checked to be the rows the identity columns were read from.
+    fn read_column(&self, name: &str) -> PolarsResult<polars::prelude::Column> {
+        let mut one = self.source.clone().select([col(name)]).collect()?;
+        polars::prelude::polars_ensure!(
+            one.height() == self.height,
+            ComputeError: "column `{name}` has {} rows, the identity columns {}",
+            one.height(), self.height
+        );
+        one.drop_in_place(name)
+    }
+
+    /// Reads column `name` into the columns read already, unless it is there.
+    fn keep_read(&mut self, name: &str) -> PolarsResult<()> {
+        if self.read.column(name).is_err() {
+            let c = self.read_column(name)?;
+            self.read.with_column(c)?;
+        }
+        Ok(())
+    }
+
+    /// Leaves out of the kept rows those whose condition codes (one text, joined by `,`)
+    /// hold one of `excluded`.
+    fn exclude(&mut self, excluded: &[String]) -> PolarsResult<()> {
+        self.keep_read(CONDITIONS)?;
+        let codes = self.read.column(CONDITIONS)?.as_materialized_series();
+        let codes = codes.rechunk();
+        let codes = codes.str()?;
+        let kept: Vec<polars::prelude::IdxSize> = self
+            .order
+            .into_no_null_iter()
+            .filter(|&i| {
+                codes
+                    .get(i as usize)
+                    .is_none_or(|text| !text.split(',').any(|c| excluded.iter().any(|e| e == c)))
+            })
+            .collect();
+        self.order = polars::prelude::IdxCa::from_vec("rows".into(), kept);
+        Ok(())
+    }
 }
 
 /// Row numbers of a frame.
@@ -1603,10 +1698,10 @@ pub fn reconciliation(i: &ReconInputs, w: &Window) -> LazyFrame {
 mod tests {
     use polars::prelude::{DataFrame, IntoColumn, IntoLazy, NamedFrom, Series};
 
-    use super::{Identity, first_deliveries, repeated_hashes};
+    use super::{CONDITIONS, Firsts, Identity, L1Tally, first_deliveries, repeated_hashes};
 
     fn firsts(df: DataFrame, who: Identity) -> DataFrame {
-        first_deliveries(df.lazy(), 0..10, who, None)
+        first_deliveries(df.lazy(), 0..10, who, None, Vec::new())
             .collect()
             .unwrap()
     }
@@ -1686,6 +1781,75 @@ mod tests {
         ]);
         let out = firsts(df, BY_ID);
         assert_eq!(rows(&out), ["r2", "r1", "r4"]);
+    }
+
+    #[test]
+    fn excluded_codes_are_left_out_and_the_tally_counts_every_delivery_in_the_window() {
+        use polars::prelude::{Int128Chunked, IntoSeries};
+        // A twice (r2 first by time); B carries the excluded code among others; C's codes
+        // are null; D's are empty; E is outside the window
+        let volume: Int128Chunked = [1i128, 2, 4, 8, 16, 32].into_iter().map(Some).collect();
+        let df = frame(vec![
+            Series::new("trade_id".into(), ["A", "B", "A", "C", "D", "E"]),
+            Series::new(
+                CONDITIONS.into(),
+                [Some("@"), Some("@,Z"), Some("@"), None, Some(""), Some("@")],
+            ),
+            volume
+                .with_name("volume".into())
+                .into_decimal(38, 0)
+                .unwrap()
+                .into_series(),
+            Series::new("ts".into(), [5i64, 1, 3, 2, 4, 10]),
+            Series::new("_partition".into(), [0i32; 6]),
+            Series::new("_offset".into(), [0i64, 1, 2, 3, 4, 5]),
+            Series::new("row".into(), ["r0", "r1", "r2", "r3", "r4", "r5"]),
+        ]);
+        let excluded = vec!["Z".to_string()];
+        let tally = L1Tally::default();
+        let lazy = first_deliveries(
+            df.clone().lazy(),
+            0..10,
+            BY_ID,
+            Some(("volume", tally.clone())),
+            excluded.clone(),
+        )
+        .collect()
+        .unwrap();
+        assert_eq!(rows(&lazy), ["r3", "r2", "r4"]);
+        let counted = tally.frame().unwrap();
+        assert_eq!(counted.column("l1").unwrap().i64().unwrap().get(0), Some(5));
+        let sum = counted
+            .column("l1_volume")
+            .unwrap()
+            .decimal()
+            .unwrap()
+            .physical()
+            .get(0);
+        assert_eq!(sum, Some(1 + 2 + 4 + 8 + 16));
+        // found, then gathered a column at a time: the same frame and the same tally
+        let ids = df
+            .select(["trade_id", "ts", "_partition", "_offset"])
+            .unwrap();
+        let again = L1Tally::default();
+        let mut firsts = Firsts::find(
+            df.clone().lazy(),
+            ids,
+            0..10,
+            BY_ID,
+            Some(("volume", again.clone())),
+            &excluded,
+        )
+        .unwrap();
+        assert_eq!(firsts.len(), 3);
+        let columns = df
+            .get_column_names()
+            .into_iter()
+            .map(|c| firsts.column(c.as_str()).unwrap())
+            .collect();
+        let gathered = DataFrame::new(3, columns).unwrap();
+        assert!(gathered.equals_missing(&lazy));
+        assert!(again.frame().unwrap().equals_missing(&counted));
     }
 
     #[test]

@@ -390,10 +390,17 @@ impl Runner {
             .flat_map(|i: &Input| i.partitions.iter().cloned())
             .collect();
         let computed = tokio::task::spawn_blocking(move || -> Result<_, RunError> {
-            compute(l1, &refs, previous.lazy(), &w, &params, &mut |name, df| {
-                // the receiver only goes when the run has failed already
-                let _ = done_tx.send((name, df));
-            })
+            compute(
+                l1,
+                &refs,
+                previous.lazy(),
+                &w,
+                &params,
+                &mut |name, output| {
+                    // the receiver only goes when the run has failed already
+                    let _ = done_tx.send((name, output));
+                },
+            )
         });
         let meta: std::collections::HashMap<String, Value> = [
             ("lakehouse.batch.run_id".to_string(), json!(run_id)),
@@ -405,7 +412,7 @@ impl Runner {
         // as many at once as there are cores: more would only hold more encoded files
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(cores));
-        while let Some((name, df)) = done_rx.recv().await {
+        while let Some((name, output)) = done_rx.recv().await {
             let (lake, meta, slots) = (self.lake.clone(), meta.clone(), slots.clone());
             writes.spawn(async move {
                 let _slot = slots
@@ -413,14 +420,20 @@ impl Runner {
                     .await
                     .map_err(|e| RunError::Task(e.to_string()))?;
                 let mut table = lake.table(name).await?;
-                let schema = table.schema()?;
-                let rows = df.height();
-                let parquet = tokio::task::spawn_blocking(move || {
-                    frame::to_parquet(df, &schema, schema::COL_BUSINESS_DATE)
-                        .map_err(|e| FrameError::Schema(format!("{name}: {e}")))
-                })
-                .await
-                .map_err(|e| RunError::Task(e.to_string()))??;
+                let (parquet, rows) = match output {
+                    Output::File { parquet, rows } => (parquet, rows),
+                    Output::Frame(df) => {
+                        let schema = table.schema()?;
+                        let rows = df.height();
+                        let parquet = tokio::task::spawn_blocking(move || {
+                            frame::to_parquet(df, &schema, schema::COL_BUSINESS_DATE)
+                                .map_err(|e| FrameError::Schema(format!("{name}: {e}")))
+                        })
+                        .await
+                        .map_err(|e| RunError::Task(e.to_string()))??;
+                        (parquet, rows)
+                    }
+                };
                 let file = table
                     .put_data_file(
                         schema::COL_BUSINESS_DATE,
@@ -592,6 +605,13 @@ impl Runner {
 }
 
 /// Collects a job's frame and logs how long it took (debug).
+/// A job's output as handed to the writer: the frame, or the Parquet file already encoded
+/// (L2 market trades, written as it is gathered).
+enum Output {
+    Frame(DataFrame),
+    File { parquet: Vec<u8>, rows: usize },
+}
+
 fn timed(
     job: &str,
     plan: impl FnOnce() -> polars::prelude::LazyFrame,
@@ -607,7 +627,7 @@ fn timed(
     Ok(df)
 }
 
-/// The job chain over one date's inputs: each of the [`OUTPUTS`] is handed to `done` once,
+/// The job chain over one date's inputs: each of the [`OUTPUTS`] is handed to `emit` once,
 /// as soon as no later job reads it.
 fn compute(
     mut l1: BTreeMap<&str, Input>,
@@ -615,7 +635,7 @@ fn compute(
     previous: polars::prelude::LazyFrame,
     w: &Window,
     p: &JobParams,
-    done: &mut dyn FnMut(&'static str, DataFrame),
+    emit: &mut dyn FnMut(&'static str, Output),
 ) -> Result<(), RunError> {
     // reconciliation counts the L1 rows of the date: an input in memory keeps only the
     // columns it reads (sharing their buffers), the rest is freed once its job has run; a
@@ -640,13 +660,48 @@ fn compute(
     let l1_orders = recon(names::ORDERS, &["ts"])?;
     let mut take = |name: &str| l1.remove(name).map(|i| i.rows).unwrap_or_default();
     let r = |name: &str| refs[name].clone();
-    let (l2_trades, tally) = jobs::l2_market_trades_tallied(take(names::MARKET_TRADES), w, p);
-    let l2_trades = timed("l2_trades", || l2_trades)?;
+    // L2 market trades, the largest output (a print per row), is written as it is gathered,
+    // a column at a time: only the columns the daily bars and reconciliation read are kept
+    let t = Instant::now();
+    let (mut firsts, tally) = jobs::l2_market_trades_firsts(take(names::MARKET_TRADES), w, p)?;
+    let trades = firsts.len();
+    let mut kept = Vec::new();
+    let parquet = frame::to_parquet_by_column(
+        trades,
+        &schema::l2_market_trades(),
+        schema::COL_BUSINESS_DATE,
+        |name| {
+            let c = firsts.column(name)?;
+            if ["symbol", "price", "volume"].contains(&name) {
+                kept.push(c.clone());
+            }
+            Ok(c)
+        },
+    )?;
+    drop(firsts);
+    tracing::debug!(
+        job = "l2_trades",
+        seconds = t.elapsed().as_secs_f64(),
+        rows = trades,
+        bytes = parquet.len(),
+        "job done, its file encoded"
+    );
+    emit(
+        names::L2_MARKET_TRADES,
+        Output::File {
+            parquet,
+            rows: trades,
+        },
+    );
+    let mut done = |name, df| emit(name, Output::Frame(df));
     let l1_trades = tally.frame()?.lazy();
-    let bars = timed("bars", || jobs::daily_bars(l2_trades.clone().lazy()))?;
-    // reconciliation sums the L2 prints' volume: the rest of the 10M rows can go
+    let l2_trades = DataFrame::new(trades, kept)?;
+    let bars = timed("bars", || {
+        jobs::daily_bars(l2_trades.clone().lazy().with_column(w.date_lit()))
+    })?;
+    // reconciliation sums the L2 prints' volume
     let l2_trades_volume = l2_trades.select(["volume"])?;
-    done(names::L2_MARKET_TRADES, l2_trades);
+    drop(l2_trades);
     // the date's distinct events, shared by the jobs that read them
     let executions = timed("distinct executions", || {
         jobs::distinct_executions(take(names::EXECUTIONS), w)

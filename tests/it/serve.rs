@@ -254,10 +254,12 @@ impl Caller {
     }
 }
 
-/// The first `n` messages of a server stream, failing after 60 s.
+/// The first `n` messages of a server stream, failing after 120 s (a 1-minute bar pane
+/// closes with the simulated clock, which slows when the machine is busy: 60 s ran out once
+/// with a release build beside the tests).
 async fn first<T>(mut s: tonic::Streaming<T>, n: usize) -> Result<Vec<T>, Status> {
     let mut out = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     while out.len() < n {
         match tokio::time::timeout_at(deadline, s.message()).await {
             Ok(Ok(Some(m))) => out.push(m),

@@ -209,19 +209,13 @@ const TRADES: Identity = Identity {
 /// exclusion rule's (the condition codes are one text per print, read for every print only
 /// when codes are excluded: [`reads_conditions_of_ids`]).
 fn trades_read(l1: LazyFrame) -> LazyFrame {
+    // the output's columns but the date, and the codes
     l1.select(
-        [
-            TRADE_ID,
-            "symbol",
-            "venue",
-            "price",
-            "volume",
-            "ts",
-            "_partition",
-            "_offset",
-            CONDITIONS,
-        ]
-        .map(col),
+        L2_TRADES[1..]
+            .iter()
+            .chain(&[CONDITIONS])
+            .map(|c| col(*c))
+            .collect::<Vec<_>>(),
     )
 }
 

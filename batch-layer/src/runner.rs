@@ -604,7 +604,6 @@ impl Runner {
     }
 }
 
-/// Collects a job's frame and logs how long it took (debug).
 /// A job's output as handed to the writer: the frame, or the Parquet file already encoded
 /// (L2 market trades, written as it is gathered).
 enum Output {
@@ -612,6 +611,7 @@ enum Output {
     File { parquet: Vec<u8>, rows: usize },
 }
 
+/// Collects a job's frame and logs how long it took (debug).
 fn timed(
     job: &str,
     plan: impl FnOnce() -> polars::prelude::LazyFrame,

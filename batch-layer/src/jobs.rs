@@ -124,15 +124,26 @@ pub fn reads_conditions_of_ids(p: &JobParams) -> bool {
     !p.excluded_conditions.is_empty()
 }
 
-/// `l2/market_trades` (the input's `conditions` as one text, codes joined by `,`): the date's prints, each delivery counted once (the first by rank of
-/// each trade id, or of each whole print when it has no id, as `MarketTrade::dedup_key`),
-/// without prints carrying an excluded condition code.
+/// `l2/market_trades` (the input's `conditions` as one text, codes joined by `,`): the date's
+/// prints, each delivery counted once (the first by rank of each trade id, or of each whole
+/// print when it has no id, as `MarketTrade::dedup_key`), without prints carrying an excluded
+/// condition code. The runner gathers the same rows a column at a time
+/// ([`l2_market_trades_firsts`]).
 pub fn l2_market_trades(l1: LazyFrame, w: &Window, p: &JobParams) -> LazyFrame {
-    l2_market_trades_tallied(l1, w, p).0
+    first_deliveries(
+        trades_read(l1),
+        w.start.micros()..w.end.micros(),
+        TRADES,
+        p.excluded_conditions.clone(),
+    )
+    .select(L2_TRADES.map(|c| match c {
+        "business_date" => w.date_lit(),
+        c => col(c),
+    }))
 }
 
 /// What the date's L1 prints add up to, for [`reconciliation`]: `l1`, the rows with a time in
-/// the window (every delivery), and `l1_volume`, their volume. [`l2_market_trades_tallied`]
+/// the window (every delivery), and `l1_volume`, their volume. [`l2_market_trades_firsts`]
 /// counts them as it reads the tape: reconciliation reading the tape's 10M times and volumes
 /// again took 0.5 to 1 s.
 #[derive(Clone, Debug, Default)]
@@ -165,25 +176,6 @@ impl L1Tally {
             .lock()
             .map_err(|e| PolarsError::ComputeError(e.to_string().into()))
     }
-}
-
-/// [`l2_market_trades`], and the [`L1Tally`] of its input, filled when the plan runs.
-pub fn l2_market_trades_tallied(l1: LazyFrame, w: &Window, p: &JobParams) -> (LazyFrame, L1Tally) {
-    let tally = L1Tally::default();
-    let all = first_deliveries(
-        trades_read(l1),
-        w.start.micros()..w.end.micros(),
-        TRADES,
-        Some(("volume", tally.clone())),
-        p.excluded_conditions.clone(),
-    );
-    (
-        all.select(L2_TRADES.map(|c| match c {
-            "business_date" => w.date_lit(),
-            c => col(c),
-        })),
-        tally,
-    )
 }
 
 /// The columns of [`l2_market_trades`], in order.
@@ -262,7 +254,7 @@ struct Identity {
 /// The rows of `lf` inside the window, each delivery once (its first by rank), in rank
 /// order: [`first_deliveries`] over the date's window.
 fn distinct_by_rank(lf: LazyFrame, w: &Window, who: Identity) -> LazyFrame {
-    first_deliveries(lf, w.start.micros()..w.end.micros(), who, None, Vec::new())
+    first_deliveries(lf, w.start.micros()..w.end.micros(), who, Vec::new())
 }
 
 /// The columns [`first_deliveries`] reads first: the id (or the keys, without one) and the
@@ -284,14 +276,12 @@ fn identity_columns(who: Identity) -> Vec<&'static str> {
 /// rank order, as a Rust step in the plan ([`Firsts`]): the identity and rank columns are
 /// read first and the kept rows found from them, then the other columns are read and
 /// gathered one at a time, so the input is never in memory whole beside the output (for a
-/// scan, each read is of one column of the files). With a `tally` (a decimal column and an
-/// [`L1Tally`]), it counts the input's rows inside the window and sums that column over
-/// them. Rows whose [`CONDITIONS`] hold an `excluded` code are left out.
+/// scan, each read is of one column of the files). Rows whose [`CONDITIONS`] hold an
+/// `excluded` code are left out.
 fn first_deliveries(
     lf: LazyFrame,
     window: std::ops::Range<i64>,
     who: Identity,
-    tally: Option<(&'static str, L1Tally)>,
     excluded: Vec<String>,
 ) -> LazyFrame {
     let read = identity_columns(who);
@@ -305,14 +295,8 @@ fn first_deliveries(
     lf.select(read.iter().map(|c| col(*c)).collect::<Vec<_>>())
         .map(
             move |ids| {
-                let mut firsts = Firsts::find(
-                    source.clone(),
-                    ids,
-                    window.clone(),
-                    who,
-                    tally.clone(),
-                    &excluded,
-                )?;
+                let mut firsts =
+                    Firsts::find(source.clone(), ids, window.clone(), who, None, &excluded)?;
                 let mut out = Vec::with_capacity(columns.len());
                 for name in columns.iter_names() {
                     out.push(firsts.column(name)?);
@@ -1372,7 +1356,7 @@ pub fn order_stats(orders: LazyFrame, executions: LazyFrame, w: &Window) -> Lazy
 /// What [`reconciliation`] compares.
 #[derive(Clone)]
 pub struct ReconInputs {
-    /// The date's `l1/market_trades` counted: [`L1Tally::frame`] of [`l2_market_trades_tallied`].
+    /// The date's `l1/market_trades` counted: [`L1Tally::frame`] of [`l2_market_trades_firsts`].
     pub l1_trades: LazyFrame,
     /// `l1/executions`.
     pub l1_executions: LazyFrame,
@@ -1695,7 +1679,7 @@ mod tests {
     use super::{CONDITIONS, Firsts, Identity, L1Tally, first_deliveries, repeated_hashes};
 
     fn firsts(df: DataFrame, who: Identity) -> DataFrame {
-        first_deliveries(df.lazy(), 0..10, who, None, Vec::new())
+        first_deliveries(df.lazy(), 0..10, who, Vec::new())
             .collect()
             .unwrap()
     }
@@ -1800,38 +1784,22 @@ mod tests {
             Series::new("row".into(), ["r0", "r1", "r2", "r3", "r4", "r5"]),
         ]);
         let excluded = vec!["Z".to_string()];
-        let tally = L1Tally::default();
-        let lazy = first_deliveries(
-            df.clone().lazy(),
-            0..10,
-            BY_ID,
-            Some(("volume", tally.clone())),
-            excluded.clone(),
-        )
-        .collect()
-        .unwrap();
+        let lazy = first_deliveries(df.clone().lazy(), 0..10, BY_ID, excluded.clone())
+            .collect()
+            .unwrap();
         assert_eq!(rows(&lazy), ["r3", "r2", "r4"]);
-        let counted = tally.frame().unwrap();
-        assert_eq!(counted.column("l1").unwrap().i64().unwrap().get(0), Some(5));
-        let sum = counted
-            .column("l1_volume")
-            .unwrap()
-            .decimal()
-            .unwrap()
-            .physical()
-            .get(0);
-        assert_eq!(sum, Some(1 + 2 + 4 + 8 + 16));
-        // found, then gathered a column at a time: the same frame and the same tally
+        // found, then gathered a column at a time: the same frame, and the tally of every
+        // delivery in the window
         let ids = df
             .select(["trade_id", "ts", "_partition", "_offset"])
             .unwrap();
-        let again = L1Tally::default();
+        let tally = L1Tally::default();
         let mut firsts = Firsts::find(
             df.clone().lazy(),
             ids,
             0..10,
             BY_ID,
-            Some(("volume", again.clone())),
+            Some(("volume", tally.clone())),
             &excluded,
         )
         .unwrap();
@@ -1843,7 +1811,16 @@ mod tests {
             .collect();
         let gathered = DataFrame::new(3, columns).unwrap();
         assert!(gathered.equals_missing(&lazy));
-        assert!(again.frame().unwrap().equals_missing(&counted));
+        let counted = tally.frame().unwrap();
+        assert_eq!(counted.column("l1").unwrap().i64().unwrap().get(0), Some(5));
+        let sum = counted
+            .column("l1_volume")
+            .unwrap()
+            .decimal()
+            .unwrap()
+            .physical()
+            .get(0);
+        assert_eq!(sum, Some(1 + 2 + 4 + 8 + 16));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! - [`runner`]: one business date through the chain, published in the run ledger.
 //! - [`schedule`] and [`cron`]: `lakehouse batch schedule` (catch-up, retries).
 //! - [`maintenance`]: compaction, checkpoints and vacuum.
+//! - [`memory`]: the allocator's freed memory held for reuse while runs are in progress.
 //! - [`metrics`]: the scheduler's Prometheus metrics.
 
 pub mod config;
@@ -12,6 +13,7 @@ pub mod cron;
 pub mod frame;
 pub mod jobs;
 pub mod maintenance;
+pub mod memory;
 pub mod metrics;
 pub mod runner;
 pub mod schedule;

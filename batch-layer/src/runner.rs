@@ -174,6 +174,8 @@ impl Runner {
     /// first, against the same pinned inputs: the new boundary covers those events, so the
     /// batch view must hold them (see [`Runner::late_dates`]).
     pub async fn run(&self, date: BusinessDate) -> Result<RunReport, RunError> {
+        // the jobs' freed buffers are reused by the next jobs, not handed back between them
+        let _memory = crate::memory::hold();
         self.lake.ensure_catalog().await?;
         let inputs = self.open_inputs().await?;
         let mut restated = Vec::new();

@@ -432,9 +432,9 @@ async fn metrics_endpoint(
     Ok(bound)
 }
 
-/// jemalloc, on transparent huge pages (`.cargo/config.toml`): with glibc's allocator a batch
-/// run spent a third of its time in the kernel faulting in and zeroing fresh 4 KiB pages for
-/// Polars' buffers, again and again.
+/// jemalloc (`.cargo/config.toml`, and `lakehouse_batch::memory` during batch runs): with
+/// glibc's allocator a batch run spent a third of its time in the kernel faulting in and
+/// zeroing fresh pages for Polars' buffers, again and again.
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

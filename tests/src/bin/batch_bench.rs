@@ -334,6 +334,8 @@ fn same_work(args: &[String]) -> Result<()> {
     let [lake, tape, execs, out] = args else {
         bail!("usage: batch-bench --same-work LAKE TAPE_FILES EXEC_FILES OUT_DIR");
     };
+    // the allocator as in a batch run
+    let _memory = lakehouse_batch::memory::hold();
     let list = |f: &String| -> Result<Vec<PathBuf>> {
         Ok(std::fs::read_to_string(f)?
             .split_whitespace()

@@ -381,9 +381,9 @@ impl Runner {
         let previous = self.previous_positions(date).await?;
         let read_s = clock.elapsed().as_secs_f64();
         // Polars runs on its own threads, off the async runtime (which keeps serving I/O).
-        // Each output is written as soon as no later job reads it, so its memory is freed
-        // while the others are computed: Polars encodes the Parquet file, the lake stores it
-        // and commits it in place of the date's files. None is visible to serving before the
+        // Each output is written as soon as it is computed, while the later jobs run, and its
+        // memory is freed once no later job reads it: Polars encodes the Parquet file, the
+        // lake stores it and commits it in place of the date's files. None is visible to serving before the
         // ledger row below publishes them all.
         let params = self.params.clone();
         let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -630,7 +630,7 @@ fn timed(
 }
 
 /// The job chain over one date's inputs: each of the [`OUTPUTS`] is handed to `emit` once,
-/// as soon as no later job reads it.
+/// as soon as it is computed (an output later jobs read is shared with them, not copied).
 fn compute(
     mut l1: BTreeMap<&str, Input>,
     refs: &BTreeMap<&str, polars::prelude::LazyFrame>,
@@ -701,6 +701,7 @@ fn compute(
     let bars = timed("bars", || {
         jobs::daily_bars(l2_trades.clone().lazy().with_column(w.date_lit()))
     })?;
+    done(names::DAILY_BARS, bars.clone());
     // reconciliation sums the L2 prints' volume
     let l2_trades_volume = l2_trades.select(["volume"])?;
     drop(l2_trades);
@@ -731,6 +732,8 @@ fn compute(
             w,
         )
     })?;
+    // written while the jobs that read it run (the writer shares its buffers, no copy)
+    done(names::L2_EXECUTIONS, l2_execs.clone());
     let positions = timed("positions", || {
         jobs::positions(
             previous.clone(),
@@ -739,6 +742,7 @@ fn compute(
             w,
         )
     })?;
+    done(names::POSITIONS, positions.clone());
     let exposure = timed("exposure", || {
         jobs::desk_exposure(
             positions.clone().lazy(),
@@ -773,9 +777,6 @@ fn compute(
             w,
         )
     })?;
-    done(names::L2_EXECUTIONS, l2_execs);
-    done(names::DAILY_BARS, bars);
-    done(names::POSITIONS, positions);
     done(names::RECONCILIATION, recon);
     Ok(())
 }

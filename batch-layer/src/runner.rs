@@ -176,10 +176,20 @@ impl Runner {
     pub async fn run(&self, date: BusinessDate) -> Result<RunReport, RunError> {
         // the jobs' freed buffers are reused by the next jobs, not handed back between them
         let _memory = crate::memory::hold();
-        self.lake.ensure_catalog().await?;
+        let t = Instant::now();
+        self.lake.create_missing().await?;
+        let catalog_s = t.elapsed().as_secs_f64();
         let inputs = self.open_inputs().await?;
+        let open_s = t.elapsed().as_secs_f64() - catalog_s;
+        let late = self.late_dates(date, &inputs).await?;
+        tracing::debug!(
+            catalog_s,
+            open_s,
+            late_s = t.elapsed().as_secs_f64() - catalog_s - open_s,
+            "before the run: the catalog, the inputs' snapshots, the late events"
+        );
         let mut restated = Vec::new();
-        for d in self.late_dates(date, &inputs).await? {
+        for d in late {
             tracing::info!(%d, for_date = %date, "restating a date with late events");
             self.run_pinned(d, &inputs).await?;
             restated.push(d);

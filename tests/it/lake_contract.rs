@@ -200,11 +200,18 @@ pub(crate) async fn round_trip(lake: Lake, reopen: impl AsyncFn() -> Lake) {
         "{err}"
     );
 
-    // every catalog table can be created, and listing sees them
-    lake2.ensure_catalog().await.unwrap();
+    // every missing catalog table is created, an existing one is left as it is, and listing
+    // sees them all
+    lake2.create_missing().await.unwrap();
     let listed = lake2.list().await.unwrap();
     assert_eq!(listed.len(), catalog::tables().len());
     assert!(listed.iter().all(|t| t.version.is_some()));
+    let execs = listed.iter().find(|t| t.name == names::EXECUTIONS);
+    assert_eq!(execs.and_then(|t| t.version), Some(3));
+    assert_eq!(
+        lake2.ensure_catalog().await.unwrap().len(),
+        catalog::tables().len()
+    );
 }
 
 /// Two writers with the same app id race for the same offsets: one commit wins, the other

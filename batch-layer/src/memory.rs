@@ -2,10 +2,10 @@
 //! (`.cargo/config.toml`), which hands freed memory back to the system over time (its dirty
 //! decay). A run frees and allocates gigabytes of buffers job after job; handed back, each
 //! reuse faults in and zeroes fresh pages again (a 10M-print end of day faulted in 14 GiB of
-//! pages for a peak of about 2,150 MiB; the kernel's share of the run was 8 to 10 s on
-//! 4 KiB pages, about 2 s with this hold). So while any run is in progress, freed memory stays with jemalloc for the next job
-//! ([`hold`]); when the last run ends, the decay time is restored, which gives every unused
-//! page back to the system at once.
+//! pages for a peak of about 2,150 MiB; on 4 KiB pages the kernel's share of the run was 8 to
+//! 10 s without this hold, about 2 s with it). So while any run is in progress, freed memory
+//! stays with jemalloc for the next job ([`hold`]); when the last run ends, the decay time is
+//! restored, which gives every unused page back to the system at once.
 //!
 //! Under another global allocator (the crate's own tests) the calls reach an idle jemalloc
 //! and change nothing.

@@ -393,8 +393,8 @@ impl Runner {
         // Polars runs on its own threads, off the async runtime (which keeps serving I/O).
         // Each output is written as soon as it is computed, while the later jobs run, and its
         // memory is freed once no later job reads it: Polars encodes the Parquet file, the
-        // lake stores it and commits it in place of the date's files. None is visible to serving before the
-        // ledger row below publishes them all.
+        // lake stores it and commits it in place of the date's files. None is visible to
+        // serving before the ledger row below publishes them all.
         let params = self.params.clone();
         let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
         let partitions: BTreeSet<(String, i32)> = l1

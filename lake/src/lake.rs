@@ -169,8 +169,8 @@ impl Lake {
     }
 
     /// Creates every catalog table that is missing, without loading those that exist (a
-    /// check of each one's log: loading the 22 snapshots of a lake with many versions took
-    /// 0.45 s, a tenth of a batch run's set-up).
+    /// check of each one's log: loading the 22 snapshots of a lake whose tables have 80-odd
+    /// versions took 0.45 s before each batch run, 0.01 s checked).
     pub async fn create_missing(&self) -> Result<()> {
         for def in catalog::tables() {
             if !self.exists(def.name).await? {

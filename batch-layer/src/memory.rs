@@ -41,7 +41,9 @@ impl Drop for Hold {
         if runs.0 == 0
             && let Some(ms) = runs.1
         {
-            // setting a decay time purges every unused dirty page at once
+            // a decay time of 0 purges every unused page at once (restoring the old time alone
+            // leaves them until the arena's next allocations wake its decay)
+            set_decay(0);
             set_decay(ms);
         }
     }

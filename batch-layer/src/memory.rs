@@ -4,8 +4,8 @@
 //! reuse faults in and zeroes fresh pages again (a 10M-print end of day faulted in 14 GiB of
 //! pages for a peak of about 2,150 MiB; on 4 KiB pages the kernel's share of the run was 8 to
 //! 10 s without this hold, about 2 s with it). So while any run is in progress, freed memory
-//! stays with jemalloc for the next job ([`hold`]); when the last run ends, the decay time is
-//! restored, which gives every unused page back to the system at once.
+//! stays with jemalloc for the next job ([`hold`]); when the last run ends, every unused page
+//! goes back to the system at once and the decay time is restored.
 //!
 //! Under another global allocator (the crate's own tests) the calls reach an idle jemalloc
 //! and change nothing.

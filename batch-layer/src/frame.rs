@@ -147,10 +147,13 @@ pub fn to_parquet(
 /// before the next is asked for: only one column of the output is in memory at a time,
 /// beside the compressed pages.
 ///
-/// The file is what Polars' own writer makes of the whole frame: zstd pages (level
-/// [`ZSTD_LEVEL`]), column statistics, row groups of [`ROW_GROUP_ROWS`] rows cut as Polars
-/// cuts a one-chunk frame. So the bytes depend only on the rows and their order, whatever
-/// the thread count.
+/// The file is what Polars' own writer makes of the whole frame (zstd pages of level
+/// [`ZSTD_LEVEL`], column statistics, row groups of [`ROW_GROUP_ROWS`] rows cut as Polars
+/// cuts a one-chunk frame), except where that is slow or wrong: short repeated text and
+/// repeated decimals are keyed by dictionaries built here ([`text_dictionary`],
+/// [`decimal_dictionary`]), a dictionary-encoded chunk's pages each get their own null count
+/// ([`with_null_count`]) and decimals below 0 go in one page per chunk. The bytes depend only
+/// on the rows and their order, whatever the thread count.
 pub fn to_parquet_by_column(
     rows: usize,
     schema: &SchemaRef,
@@ -208,7 +211,7 @@ impl FileLayout {
     /// The pages of the file's column `i`, its row groups encoded on every core.
     fn encode(&self, i: usize, mut c: polars::prelude::Column) -> Result<ColumnPages, FrameError> {
         use polars::prelude::CompatLevel;
-        use polars_parquet::write::array_to_columns;
+        use polars_parquet::write::{Encoding, Page, WriteOptions, array_to_columns};
         use rayon::prelude::*;
         let (name, dtype) = self
             .schema
@@ -230,22 +233,57 @@ impl FileLayout {
             .to_arrow(0, CompatLevel::newest());
         drop(c);
         let options = self.options;
+        // a column of one value a row (not a list): a page of it holds as many values as rows
+        let flat = matches!(
+            self.types[i],
+            polars_parquet::write::ParquetType::PrimitiveType(_)
+        );
         Ok(self
             .groups
             .par_iter()
             .map(|&(offset, len)| {
-                array_to_columns(
-                    array.sliced(offset, len),
-                    self.types[i].clone(),
-                    options,
-                    &self.encodings[i],
-                )?
-                .into_iter()
-                .map(|leaf| {
-                    leaf.map(|page| compress_page(page?, options.compression))
+                let slice = array.sliced(offset, len);
+                let validity = slice.validity().cloned();
+                let asked = &self.encodings[i];
+                let chosen = text_dictionary(slice.as_ref(), asked)
+                    .or_else(|| decimal_dictionary(slice.as_ref(), asked, &self.types[i]));
+                let (slice, encodings, options) = match chosen {
+                    Some(Chosen::Dictionary(keyed)) => {
+                        (keyed, &[Encoding::RleDictionary][..], options)
+                    }
+                    Some(Chosen::Plain) => (slice, &[Encoding::Plain][..], options),
+                    Some(Chosen::PlainOnePage) => {
+                        let whole = WriteOptions {
+                            data_page_size: Some(usize::MAX),
+                            ..options
+                        };
+                        (slice, &[Encoding::Plain][..], whole)
+                    }
+                    None => (slice, &asked[..], options),
+                };
+                array_to_columns(slice, self.types[i].clone(), options, encodings)?
+                    .into_iter()
+                    .map(|leaf| {
+                        let mut rows_before = 0;
+                        leaf.map(|page| {
+                            let page = match page? {
+                                Page::Data(mut data)
+                                    if flat && data.encoding() == Encoding::RleDictionary =>
+                                {
+                                    let rows = data.num_values();
+                                    let nulls = validity.as_ref().map_or(0, |v| {
+                                        v.clone().sliced(rows_before, rows).unset_bits()
+                                    });
+                                    rows_before += rows;
+                                    Page::Data(with_null_count(&mut data, nulls))
+                                }
+                                page => page,
+                            };
+                            compress_page(page, options.compression)
+                        })
                         .collect::<PolarsResult<Vec<_>>>()
-                })
-                .collect::<PolarsResult<Vec<_>>>()
+                    })
+                    .collect::<PolarsResult<Vec<_>>>()
             })
             .collect::<PolarsResult<Vec<_>>>()?)
     }
@@ -277,6 +315,211 @@ impl FileLayout {
         drop(writer);
         Ok(buf)
     }
+}
+
+/// How [`text_dictionary`] or [`decimal_dictionary`] has a column's row group written.
+enum Chosen {
+    /// Keys into its distinct values, in the order they first occur (Polars' dictionary).
+    Dictionary(Box<dyn polars_arrow::array::Array>),
+    /// Its values one after the other: most of them are distinct.
+    Plain,
+    /// Its values one after the other in a single data page: decimals with some below 0,
+    /// whose statistics Polars' file writer would get wrong over several pages (it merges
+    /// the pages' minimums and maximums by their bytes, and -1 is 0xff..ff).
+    PlainOnePage,
+}
+
+/// The rows [`text_dictionary`] and [`decimal_dictionary`] look at first: when more than 3/4
+/// of them are distinct, the column is taken for ids (or prices of every size) and written
+/// plain without building a dictionary of it.
+const DICTIONARY_SAMPLE: usize = 1 << 16;
+
+/// Whether `distinct` values among `rows` are too many for a dictionary (Polars' rule: more
+/// than 3/4 of them).
+fn mostly_distinct(distinct: usize, rows: usize) -> bool {
+    distinct > rows * 3 / 4
+}
+
+/// The keys of `len` values (valid where `validity` says, all without it) into their
+/// distinct values, numbered in the order they first occur as `key` tells them apart;
+/// `first` is called with the row of each distinct value's first occurrence, in that order.
+/// A null's key is 0 (the validity masks it). `None` when most values are distinct
+/// ([`mostly_distinct`]): among the first [`DICTIONARY_SAMPLE`] rows, before any keys are
+/// made, or among all of them.
+fn first_occurrence_keys<K: std::hash::Hash + Eq>(
+    len: usize,
+    validity: Option<&polars_arrow::bitmap::Bitmap>,
+    key: impl Fn(usize) -> K,
+    mut first: impl FnMut(usize),
+) -> Option<Vec<u32>> {
+    let valid = |i: usize| validity.is_none_or(|v| v.get_bit(i));
+    let sample = len.min(DICTIONARY_SAMPLE);
+    let mut seen: polars::prelude::PlHashSet<K> = Default::default();
+    for i in (0..sample).filter(|&i| valid(i)) {
+        seen.insert(key(i));
+    }
+    if mostly_distinct(seen.len(), sample) {
+        return None;
+    }
+    drop(seen);
+    let mut keys_of: polars::prelude::PlHashMap<K, u32> = Default::default();
+    let mut keys = Vec::with_capacity(len);
+    for i in 0..len {
+        if !valid(i) {
+            keys.push(0);
+            continue;
+        }
+        let next = keys_of.len() as u32;
+        keys.push(*keys_of.entry(key(i)).or_insert_with(|| {
+            first(i);
+            next
+        }));
+    }
+    (!mostly_distinct(keys_of.len(), len)).then_some(keys)
+}
+
+/// What Polars' writer would do with a row group of a text column asked for as a dictionary
+/// (`encodings`), done faster when every value is at most 12 bytes long (each held whole in
+/// its 16-byte view, so two views are equal exactly when their texts are): the distinct
+/// values are found by their views. Polars hashes and compares the texts themselves, after a
+/// cardinality estimate over every value; the two were about a tenth of an end of day's CPU
+/// time, for its symbols, venues, accounts and the like.
+///
+/// The dictionary is the one Polars builds (values in the order they first occur, nulls kept
+/// as null keys), so its pages are Polars' bytes. The choice between a dictionary and plain
+/// values is made like Polars' (plain when more than 3/4 of the values are distinct), but
+/// counted exactly, and first on the first [`DICTIONARY_SAMPLE`] rows: a column of ids is
+/// known by them without a table of all its values. `None` when the fast way does not
+/// apply (another type or encoding, or a longer value): then Polars decides.
+fn text_dictionary(
+    array: &dyn polars_arrow::array::Array,
+    encodings: &[polars_parquet::write::Encoding],
+) -> Option<Chosen> {
+    use polars_arrow::array::{
+        Array, DictionaryArray, MutableBinaryViewArray, PrimitiveArray, Utf8ViewArray,
+    };
+    use polars_arrow::datatypes::{ArrowDataType, IntegerType};
+    if encodings != [polars_parquet::write::Encoding::RleDictionary] {
+        return None;
+    }
+    let text = array.as_any().downcast_ref::<Utf8ViewArray>()?;
+    let views = text.views();
+    if text.len() <= 128 || views.iter().any(|v| !v.is_inline()) {
+        return None;
+    }
+    let validity = text.validity();
+    let mut values = MutableBinaryViewArray::<str>::new();
+    let Some(keys) = first_occurrence_keys(
+        text.len(),
+        validity,
+        |i| views[i].as_u128(),
+        |i| values.push_value(text.value(i)),
+    ) else {
+        return Some(Chosen::Plain);
+    };
+    let keys = PrimitiveArray::new(ArrowDataType::UInt32, keys.into(), validity.cloned());
+    let values: Utf8ViewArray = values.into();
+    let dtype =
+        ArrowDataType::Dictionary(IntegerType::UInt32, Box::new(text.dtype().clone()), false);
+    DictionaryArray::try_new(dtype, keys, values.boxed())
+        .ok()
+        .map(|d| Chosen::Dictionary(d.boxed()))
+}
+
+/// A row group of a decimal column of more than 18 digits (`Decimal(38, 8)`: money, prices,
+/// quantities; 16-byte values), keyed by its distinct values when fewer than 3/4 of them are
+/// distinct, as Polars does for integers and text. Polars writes such decimals plain whatever
+/// they hold: it estimates their cardinality for a dictionary, then finds it cannot build
+/// one of decimals. Plain, a tape's 10M prices and volumes are 320 MB for zstd to compress;
+/// keyed, a few bits per row and each distinct value once.
+///
+/// The dictionary's values are the column's 16-byte big-endian two's complement, as plain
+/// pages hold them. Parquet readers compare a decimal column's statistics as signed numbers,
+/// while Polars takes a dictionary's minimum and maximum by their bytes, and merges pages'
+/// by their bytes too: the two orders agree on values of 0 and more only, so a row group
+/// with a negative value is written plain in one data page, whose statistics Polars takes
+/// signed (row groups of 128 rows or fewer are written plain). `None` for any other type or
+/// encoding: then Polars decides.
+fn decimal_dictionary(
+    array: &dyn polars_arrow::array::Array,
+    encodings: &[polars_parquet::write::Encoding],
+    parquet: &polars_parquet::write::ParquetType,
+) -> Option<Chosen> {
+    use polars_arrow::array::{DictionaryArray, FixedSizeBinaryArray, PrimitiveArray};
+    use polars_arrow::datatypes::{ArrowDataType, IntegerType};
+    use polars_parquet::parquet::schema::types::PhysicalType;
+    if encodings != [polars_parquet::write::Encoding::RleDictionary] {
+        return None;
+    }
+    let ArrowDataType::Decimal(precision, _) = array.dtype() else {
+        return None;
+    };
+    let polars_parquet::write::ParquetType::PrimitiveType(primitive) = parquet else {
+        return None;
+    };
+    let PhysicalType::FixedLenByteArray(size) = primitive.physical_type else {
+        return None;
+    };
+    if *precision <= 18 || size > 16 {
+        return None;
+    }
+    let decimals = array.as_any().downcast_ref::<PrimitiveArray<i128>>()?;
+    let values = decimals.values();
+    let validity = decimals.validity();
+    let valid = |i: usize| validity.is_none_or(|v| v.get_bit(i));
+    if (0..values.len()).any(|i| valid(i) && values[i] < 0) {
+        return Some(Chosen::PlainOnePage);
+    }
+    if decimals.len() <= 128 {
+        return Some(Chosen::Plain);
+    }
+    let mut bytes = Vec::new();
+    let Some(keys) = first_occurrence_keys(
+        values.len(),
+        validity,
+        |i| values[i],
+        |i| bytes.extend_from_slice(&values[i].to_be_bytes()[16 - size..]),
+    ) else {
+        return Some(Chosen::Plain);
+    };
+    let keys = PrimitiveArray::new(ArrowDataType::UInt32, keys.into(), validity.cloned());
+    let distinct =
+        FixedSizeBinaryArray::new(ArrowDataType::FixedSizeBinary(size), bytes.into(), None);
+    let dtype = ArrowDataType::Dictionary(
+        IntegerType::UInt32,
+        Box::new(ArrowDataType::FixedSizeBinary(size)),
+        false,
+    );
+    DictionaryArray::try_new(dtype, keys, distinct.boxed())
+        .ok()
+        .map(|d| Chosen::Dictionary(d.boxed()))
+}
+
+/// A data page of a dictionary-encoded column chunk of one value a row, with its own
+/// null count (`nulls`). Polars' writer gives every such page the statistics of the whole
+/// chunk (its keys' null count, its dictionary's minimum and maximum), and its file writer
+/// then adds the pages' null counts up into the chunk's: a chunk of 1M keyed rows is several
+/// pages, and its null count came out several times too large (more than its rows when a
+/// sixth of them are null, which readers take for a chunk of nulls only, skipped by any
+/// filter on the column). The minimum and maximum stay the chunk's: they hold for each page.
+fn with_null_count(
+    page: &mut polars_parquet::parquet::page::DataPage,
+    nulls: usize,
+) -> polars_parquet::parquet::page::DataPage {
+    use polars_parquet::parquet::CowBuffer;
+    use polars_parquet::parquet::page::{DataPage, DataPageHeader};
+    let mut header = page.header().clone();
+    let statistics = match &mut header {
+        DataPageHeader::V1(h) => h.statistics.as_mut(),
+        DataPageHeader::V2(h) => h.statistics.as_mut(),
+    };
+    if let Some(statistics) = statistics {
+        statistics.null_count = Some(nulls as i64);
+    }
+    let buffer = CowBuffer::Owned(std::mem::take(page.buffer_mut()));
+    let mut counted = DataPage::new(header, buffer, page.descriptor.clone(), 0);
+    counted.num_rows = page.num_rows();
+    counted
 }
 
 thread_local! {
@@ -474,6 +717,7 @@ mod tests {
             Field::new("business_date", DataType::Date32, false),
             Field::new("id", DataType::Utf8, true),
             Field::new("symbol", DataType::Utf8, false),
+            Field::new("desk", DataType::Utf8, false),
             Field::new("price", DataType::Decimal128(38, 8), false),
             Field::new(
                 "ts",
@@ -482,19 +726,28 @@ mod tests {
             ),
             Field::new("n", DataType::Int64, true),
         ]));
-        // no row group, one, and two (the last with the remainder); text unique and
-        // repeated, nulls
+        // no row group, one, and two (the last with the remainder); text unique (with
+        // nulls), repeated, and repeated but longer than a view holds (Polars' own
+        // dictionary then); nulls in numbers. Repeated values with nulls and decimals below
+        // 0 are written otherwise than Polars writes them (its statistics of them are
+        // wrong): `repeated_values_are_keyed_and_each_chunk_has_its_own_statistics`
         for rows in [0, 5, 2 * ROW_GROUP_ROWS + 12_345] {
             let ids: Vec<Option<String>> = (0..rows)
                 .map(|i| (i % 7 != 3).then(|| format!("T-{i:09}")))
                 .collect();
             let symbols: Vec<String> = (0..rows).map(|i| format!("S{}", i % 200)).collect();
-            let prices: Int128Chunked = (0..rows).map(|i| Some(i as i128 * 37 % 9973)).collect();
+            let desks: Vec<String> = (0..rows)
+                .map(|i| format!("DESK-RATES-LONDON-{}", i % 5))
+                .collect();
+            // mostly distinct prices: written plain, as Polars writes every decimal
+            // (`decimal_dictionary` keys repeated ones)
+            let prices: Int128Chunked = (0..rows).map(|i| Some(i as i128 * 37 + 5)).collect();
             let df = DataFrame::new(
                 rows,
                 vec![
                     Series::new("id".into(), ids).into_column(),
                     Series::new("symbol".into(), symbols).into_column(),
+                    Series::new("desk".into(), desks).into_column(),
                     prices
                         .with_name("price".into())
                         .into_decimal(38, 8)
@@ -556,6 +809,184 @@ mod tests {
                 (ROW_GROUP_ROWS + 6_172, ROW_GROUP_ROWS + 6_173)
             ]
         );
+    }
+
+    #[test]
+    fn short_repeated_text_is_keyed_in_first_occurrence_order_and_ids_stay_plain() {
+        use polars_arrow::array::{Array as _, DictionaryArray, Utf8ViewArray};
+        use polars_parquet::write::Encoding;
+        let dictionary = [Encoding::RleDictionary];
+        let text = |values: Vec<Option<String>>| -> Utf8ViewArray {
+            polars_arrow::array::MutableBinaryViewArray::<str>::from_iter(values).into()
+        };
+        // repeated, with nulls: keys in the order the values first occur, nulls kept
+        let venues = text(
+            (0..1000)
+                .map(|i| (i % 9 != 0).then(|| ["XLON", "XPAR", "XETR"][i % 3].to_string()))
+                .collect(),
+        );
+        let Some(Chosen::Dictionary(keyed)) = text_dictionary(&venues, &dictionary) else {
+            panic!("repeated short text is keyed");
+        };
+        let keyed = keyed
+            .as_any()
+            .downcast_ref::<DictionaryArray<u32>>()
+            .unwrap();
+        let values = keyed
+            .values()
+            .as_any()
+            .downcast_ref::<Utf8ViewArray>()
+            .unwrap();
+        assert_eq!(
+            values.values_iter().collect::<Vec<_>>(),
+            ["XPAR", "XETR", "XLON"]
+        );
+        assert_eq!(keyed.null_count(), venues.null_count());
+        assert!(keyed.keys().is_null(0));
+        assert_eq!(keyed.keys().value(1), 0);
+        assert_eq!(keyed.keys().value(3), 2);
+        // ids, distinct in the first rows: plain, no dictionary built
+        let ids = text((0..1000).map(|i| Some(format!("E{i:07}"))).collect());
+        assert!(matches!(
+            text_dictionary(&ids, &dictionary),
+            Some(Chosen::Plain)
+        ));
+        // a value longer than a view holds, a short column, another encoding: Polars decides
+        let long = text(
+            (0..1000)
+                .map(|i| Some(format!("a-desk-name-of-{}", i % 3)))
+                .collect(),
+        );
+        assert!(text_dictionary(&long, &dictionary).is_none());
+        assert!(text_dictionary(&venues.clone().sliced(0, 100), &dictionary).is_none());
+        assert!(text_dictionary(&venues, &[Encoding::Plain]).is_none());
+    }
+
+    #[test]
+    fn repeated_values_are_keyed_and_each_chunk_has_its_own_statistics() {
+        use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        use deltalake::parquet::basic::Encoding as ParquetEncoding;
+        use deltalake::parquet::file::statistics::Statistics;
+        use polars::prelude::{Int128Chunked, IntoColumn, IntoSeries, NamedFrom, Series};
+        let schema: SchemaRef = Arc::new(Schema::new(vec![
+            Field::new("business_date", DataType::Date32, false),
+            Field::new("price", DataType::Decimal128(38, 8), true),
+            Field::new("pnl", DataType::Decimal128(38, 8), false),
+            Field::new("notional", DataType::Decimal128(38, 8), false),
+            Field::new("venue", DataType::Utf8, true),
+        ]));
+        // two row groups of several pages each
+        let rows = 2 * ROW_GROUP_ROWS + 1000;
+        let decimal = |name: &str, values: &[Option<i128>]| {
+            values
+                .iter()
+                .copied()
+                .collect::<Int128Chunked>()
+                .with_name(name.into())
+                .into_decimal(38, 8)
+                .unwrap()
+                .into_series()
+                .into_column()
+        };
+        // repeated prices with nulls: keyed; repeated, but losses in the first pages and
+        // gains after (a dictionary's statistics, and Polars' merge of pages', are ordered
+        // by bytes, in which -20 is above 980): plain; distinct: plain; repeated short text
+        // with nulls: keyed
+        let price: Vec<Option<i128>> = (0..rows)
+            .map(|i| (i % 13 != 0).then_some((i % 500) as i128 * 1_000_000 + 7))
+            .collect();
+        let pnl: Vec<Option<i128>> = (0..rows)
+            .map(|i| Some((i % 40) as i128 - 20 + (i % ROW_GROUP_ROWS / 200_000) as i128 * 1000))
+            .collect();
+        let notional: Vec<Option<i128>> = (0..rows).map(|i| Some(i as i128 * 99)).collect();
+        let venue: Vec<Option<String>> = (0..rows)
+            .map(|i| (i % 5 != 2).then(|| format!("XV{}", i % 13)))
+            .collect();
+        let df = DataFrame::new(
+            rows,
+            vec![
+                decimal("price", &price),
+                decimal("pnl", &pnl),
+                decimal("notional", &notional),
+                Series::new("venue".into(), venue.clone()).into_column(),
+            ],
+        )
+        .unwrap();
+        let bytes = to_parquet(df.clone(), &schema, "business_date").unwrap();
+        let file =
+            ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes.clone())).unwrap();
+        let groups = file.metadata().row_groups();
+        assert_eq!(groups.len(), 2);
+        let mut offset = 0;
+        for group in groups {
+            let len = group.num_rows() as usize;
+            let keyed: Vec<bool> = group
+                .columns()
+                .iter()
+                .map(|c| c.encodings().any(|e| e == ParquetEncoding::RLE_DICTIONARY))
+                .collect();
+            assert_eq!(keyed, [true, false, false, true]);
+            // each chunk's statistics are its values' (signed) minimum and maximum and its
+            // null count
+            let nulls = |c: &deltalake::parquet::file::metadata::ColumnChunkMetaData| {
+                c.statistics().and_then(|s| s.null_count_opt())
+            };
+            let columns = group.columns();
+            for (c, values) in columns.iter().zip([&price, &pnl, &notional]) {
+                let slice = &values[offset..offset + len];
+                let valid = || slice.iter().flatten();
+                let Some(Statistics::FixedLenByteArray(stats)) = c.statistics() else {
+                    panic!("{}: no decimal statistics", c.column_path());
+                };
+                let number = |b: &[u8]| i128::from_be_bytes(b.try_into().unwrap());
+                let found = (
+                    stats.min_opt().map(|m| number(m.data())),
+                    stats.max_opt().map(|m| number(m.data())),
+                    nulls(c),
+                );
+                let expected = (
+                    valid().min().copied(),
+                    valid().max().copied(),
+                    Some(slice.iter().filter(|v| v.is_none()).count() as u64),
+                );
+                assert_eq!(found, expected, "{}", c.column_path());
+            }
+            let slice = &venue[offset..offset + len];
+            let Some(Statistics::ByteArray(stats)) = columns[3].statistics() else {
+                panic!("venue: no text statistics");
+            };
+            let found = (
+                stats.min_opt().map(|m| m.as_utf8().unwrap().to_string()),
+                stats.max_opt().map(|m| m.as_utf8().unwrap().to_string()),
+                nulls(&columns[3]),
+            );
+            let valid = || slice.iter().flatten().cloned();
+            let expected = (
+                valid().min(),
+                valid().max(),
+                Some(slice.iter().filter(|v| v.is_none()).count() as u64),
+            );
+            assert_eq!(found, expected, "venue");
+            offset += len;
+        }
+        // arrow-rs and Polars read the values back
+        let back: Vec<RecordBatch> = file.build().unwrap().collect::<Result<_, _>>().unwrap();
+        let column = |i: usize| -> Vec<Option<i128>> {
+            back.iter()
+                .flat_map(|b| b.column(i).as_primitive::<Decimal128Type>().iter())
+                .collect()
+        };
+        assert_eq!(column(0), price);
+        assert_eq!(column(1), pnl);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyed.parquet");
+        std::fs::write(&path, &bytes).unwrap();
+        let polars_read = read_parquet(
+            &[path],
+            &Arc::new(Schema::new(schema.fields()[1..].to_vec())),
+        )
+        .unwrap();
+        assert!(polars_read.equals_missing(&df), "{polars_read} != {df}");
     }
 
     #[test]

@@ -1034,8 +1034,14 @@ pub fn positions(
 /// The sequential step of [`positions`]: the carried rows seed the book, the fills (in rank
 /// order) move it. One row per (account, symbol) comes out, in no particular order (the plan
 /// sorts them).
+///
+/// Each (account, symbol) only ever reads its own rows, so the rows are split by a hash of
+/// the two into [`FILL_SHARDS`] shards, each applied in row order on its own (on every core):
+/// the fills cost a hash-table lookup and a 128-bit division each, 1.4 s for 2M fills on one
+/// core.
 fn apply_fills(df: &DataFrame) -> PolarsResult<DataFrame> {
     use polars::prelude::PlHashMap;
+    use rayon::prelude::*;
     let carried: Vec<Option<bool>> = df
         .column("_carried")?
         .as_materialized_series()
@@ -1053,46 +1059,62 @@ fn apply_fills(df: &DataFrame) -> PolarsResult<DataFrame> {
         decimals(df, "avg_cost")?,
         decimals(df, "realized_pnl")?,
     );
-    let mut book: PlHashMap<(&str, &str), Position> = PlHashMap::default();
-    let d = |v: Option<i128>| Decimal::from_raw(v.unwrap_or(0));
-    for (i, c) in carried.iter().enumerate() {
-        let key = (
+    let key = |i: usize| {
+        (
             account[i].unwrap_or_default(),
             symbol[i].unwrap_or_default(),
-        );
-        if *c == Some(true) {
-            book.insert(
-                key,
-                Position {
-                    net_quantity: d(net[i]),
-                    avg_cost: d(avg[i]),
-                    realized_pnl: d(realized[i]),
-                },
-            );
-            continue;
-        }
-        let side = match side[i] {
-            Some("BUY") => Side::Buy,
-            Some("SELL") => Side::Sell,
-            other => {
-                return Err(PolarsError::ComputeError(
-                    format!("execution with side {other:?}").into(),
-                ));
+        )
+    };
+    let shards: Vec<u8> = (0..df.height())
+        .into_par_iter()
+        .map(|i| fill_shard(key(i)))
+        .collect();
+    let d = |v: Option<i128>| Decimal::from_raw(v.unwrap_or(0));
+    let apply_shard = |shard: u8| -> PolarsResult<PlHashMap<(&str, &str), Position>> {
+        let mut book: PlHashMap<(&str, &str), Position> = PlHashMap::default();
+        for (i, c) in carried.iter().enumerate() {
+            if shards[i] != shard {
+                continue;
             }
-        };
-        book.entry(key)
-            .or_default()
-            .apply(side, d(price[i]), d(quantity[i]))
-            .map_err(lake_err)?;
-    }
-    let n = book.len();
+            if *c == Some(true) {
+                book.insert(
+                    key(i),
+                    Position {
+                        net_quantity: d(net[i]),
+                        avg_cost: d(avg[i]),
+                        realized_pnl: d(realized[i]),
+                    },
+                );
+                continue;
+            }
+            let side = match side[i] {
+                Some("BUY") => Side::Buy,
+                Some("SELL") => Side::Sell,
+                other => {
+                    return Err(PolarsError::ComputeError(
+                        format!("execution with side {other:?}").into(),
+                    ));
+                }
+            };
+            book.entry(key(i))
+                .or_default()
+                .apply(side, d(price[i]), d(quantity[i]))
+                .map_err(lake_err)?;
+        }
+        Ok(book)
+    };
+    let books = (0..FILL_SHARDS)
+        .into_par_iter()
+        .map(apply_shard)
+        .collect::<PolarsResult<Vec<_>>>()?;
+    let n = books.iter().map(|b| b.len()).sum();
     let mut cols = (Vec::with_capacity(n), Vec::with_capacity(n));
     let mut vals = (
         Vec::with_capacity(n),
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
-    for ((a, s), p) in book {
+    for ((a, s), p) in books.into_iter().flatten() {
         cols.0.push(a);
         cols.1.push(s);
         vals.0.push(Some(p.net_quantity.raw()));
@@ -1109,6 +1131,21 @@ fn apply_fills(df: &DataFrame) -> PolarsResult<DataFrame> {
             decimal_series("realized_pnl", vals.2)?.into_column(),
         ],
     )
+}
+
+/// How many parts [`apply_fills`] splits the book into: a few per core, so that an uneven
+/// split still keeps the cores busy; a constant, so the split is the same on any machine.
+const FILL_SHARDS: u8 = 8;
+
+/// The shard of [`apply_fills`] an (account, symbol) belongs to: FNV-1a of the two (a
+/// separator between), the same in every run.
+fn fill_shard((account, symbol): (&str, &str)) -> u8 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in account.bytes().chain([0xff]).chain(symbol.bytes()) {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash % u64::from(FILL_SHARDS)) as u8
 }
 
 fn decimal_map_frame(key: &str, map: &BTreeMap<String, Decimal>, value: &str) -> LazyFrame {

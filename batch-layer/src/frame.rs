@@ -149,9 +149,9 @@ pub fn to_parquet(
 ///
 /// The file is what Polars' own writer makes of the whole frame (zstd pages of level
 /// [`ZSTD_LEVEL`], column statistics, row groups of [`ROW_GROUP_ROWS`] rows cut as Polars
-/// cuts a one-chunk frame), except where that is slow or wrong: short repeated text and
-/// repeated decimals are keyed by dictionaries built here ([`text_dictionary`],
-/// [`decimal_dictionary`]), a dictionary-encoded chunk's pages each get their own null count
+/// cuts a one-chunk frame), except where that is slow or wrong: short repeated text, wide
+/// 64-bit integers and repeated decimals are keyed by dictionaries built here
+/// ([`text_dictionary`], [`integer_dictionary`], [`decimal_dictionary`]), a dictionary-encoded chunk's pages each get their own null count
 /// ([`with_null_count`]) and decimals below 0 go in one page per chunk. The bytes depend only
 /// on the rows and their order, whatever the thread count.
 pub fn to_parquet_by_column(
@@ -246,6 +246,7 @@ impl FileLayout {
                 let validity = slice.validity().cloned();
                 let asked = &self.encodings[i];
                 let chosen = text_dictionary(slice.as_ref(), asked)
+                    .or_else(|| integer_dictionary(slice.as_ref(), asked))
                     .or_else(|| decimal_dictionary(slice.as_ref(), asked, &self.types[i]));
                 let (slice, encodings, options) = match chosen {
                     Some(Chosen::Dictionary(keyed)) => {
@@ -422,6 +423,60 @@ fn text_dictionary(
     let dtype =
         ArrowDataType::Dictionary(IntegerType::UInt32, Box::new(text.dtype().clone()), false);
     DictionaryArray::try_new(dtype, keys, values.boxed())
+        .ok()
+        .map(|d| Chosen::Dictionary(d.boxed()))
+}
+
+/// What Polars' writer would do with a row group of a 64-bit integer column (integers,
+/// times) asked for as a dictionary, done with less work when its values span more than
+/// 65,536 (below that, Polars' own quick way applies: a bitmap of the values seen). Polars
+/// then estimates the cardinality over every value and, unless most are distinct, builds
+/// its dictionary through a generic hash table of values: Kafka offsets and the like. Here
+/// the values are keyed by a plain table of `i64`, in the order they first occur, as Polars
+/// keys them (the same bytes), and columns of distinct values (event times) are known as
+/// such from the first [`DICTIONARY_SAMPLE`] rows. `None` for any other column: then
+/// Polars decides.
+fn integer_dictionary(
+    array: &dyn polars_arrow::array::Array,
+    encodings: &[polars_parquet::write::Encoding],
+) -> Option<Chosen> {
+    use polars_arrow::array::{DictionaryArray, PrimitiveArray};
+    use polars_arrow::datatypes::{ArrowDataType, IntegerType};
+    if encodings != [polars_parquet::write::Encoding::RleDictionary] {
+        return None;
+    }
+    let integers = array.as_any().downcast_ref::<PrimitiveArray<i64>>()?;
+    let validity = integers.validity();
+    let valid = |i: usize| validity.is_none_or(|v| v.get_bit(i));
+    let values = integers.values();
+    let mut range: Option<(i64, i64)> = None;
+    for (i, &v) in values.iter().enumerate() {
+        if valid(i) {
+            range = Some(range.map_or((v, v), |(lo, hi)| (lo.min(v), hi.max(v))));
+        }
+    }
+    let (lo, hi) = range?;
+    // Polars' bitmap of the values seen covers a span of up to u16::MAX
+    if integers.len() <= 128 || hi.checked_sub(lo).is_none_or(|span| span <= 65_535) {
+        return None;
+    }
+    let mut distinct = Vec::new();
+    let Some(keys) = first_occurrence_keys(
+        values.len(),
+        validity,
+        |i| values[i],
+        |i| distinct.push(values[i]),
+    ) else {
+        return Some(Chosen::Plain);
+    };
+    let keys = PrimitiveArray::new(ArrowDataType::UInt32, keys.into(), validity.cloned());
+    let distinct = PrimitiveArray::new(integers.dtype().clone(), distinct.into(), None);
+    let dtype = ArrowDataType::Dictionary(
+        IntegerType::UInt32,
+        Box::new(integers.dtype().clone()),
+        false,
+    );
+    DictionaryArray::try_new(dtype, keys, distinct.boxed())
         .ok()
         .map(|d| Chosen::Dictionary(d.boxed()))
 }
@@ -725,6 +780,7 @@ mod tests {
                 false,
             ),
             Field::new("n", DataType::Int64, true),
+            Field::new("offset", DataType::Int64, false),
         ]));
         // no row group, one, and two (the last with the remainder); text unique (with
         // nulls), repeated, and repeated but longer than a view holds (Polars' own
@@ -759,6 +815,15 @@ mod tests {
                         "n".into(),
                         (0..rows as i64)
                             .map(|i| (i % 5 != 0).then_some(i))
+                            .collect::<Vec<_>>(),
+                    )
+                    .into_column(),
+                    // repeated over a span wider than Polars' bitmap: keyed by
+                    // `integer_dictionary`, in Polars' bytes
+                    Series::new(
+                        "offset".into(),
+                        (0..rows as i64)
+                            .map(|i| (i * 7919 % 1000) * 1_000_000 - 3)
                             .collect::<Vec<_>>(),
                     )
                     .into_column(),
@@ -811,9 +876,26 @@ mod tests {
         );
     }
 
+    /// The dictionary `chosen` holds (it must hold one) and its values, as `V`.
+    fn dictionary_of<V: polars_arrow::array::Array + Clone>(
+        chosen: Option<Chosen>,
+    ) -> (polars_arrow::array::DictionaryArray<u32>, V) {
+        use polars_arrow::array::DictionaryArray;
+        let Some(Chosen::Dictionary(keyed)) = chosen else {
+            panic!("the values are not keyed");
+        };
+        let keyed = keyed
+            .as_any()
+            .downcast_ref::<DictionaryArray<u32>>()
+            .unwrap()
+            .clone();
+        let values = keyed.values().as_any().downcast_ref::<V>().unwrap().clone();
+        (keyed, values)
+    }
+
     #[test]
     fn short_repeated_text_is_keyed_in_first_occurrence_order_and_ids_stay_plain() {
-        use polars_arrow::array::{Array as _, DictionaryArray, Utf8ViewArray};
+        use polars_arrow::array::{Array as _, Utf8ViewArray};
         use polars_parquet::write::Encoding;
         let dictionary = [Encoding::RleDictionary];
         let text = |values: Vec<Option<String>>| -> Utf8ViewArray {
@@ -825,18 +907,7 @@ mod tests {
                 .map(|i| (i % 9 != 0).then(|| ["XLON", "XPAR", "XETR"][i % 3].to_string()))
                 .collect(),
         );
-        let Some(Chosen::Dictionary(keyed)) = text_dictionary(&venues, &dictionary) else {
-            panic!("repeated short text is keyed");
-        };
-        let keyed = keyed
-            .as_any()
-            .downcast_ref::<DictionaryArray<u32>>()
-            .unwrap();
-        let values = keyed
-            .values()
-            .as_any()
-            .downcast_ref::<Utf8ViewArray>()
-            .unwrap();
+        let (keyed, values) = dictionary_of::<Utf8ViewArray>(text_dictionary(&venues, &dictionary));
         assert_eq!(
             values.values_iter().collect::<Vec<_>>(),
             ["XPAR", "XETR", "XLON"]
@@ -860,6 +931,35 @@ mod tests {
         assert!(text_dictionary(&long, &dictionary).is_none());
         assert!(text_dictionary(&venues.clone().sliced(0, 100), &dictionary).is_none());
         assert!(text_dictionary(&venues, &[Encoding::Plain]).is_none());
+    }
+
+    #[test]
+    fn wide_repeated_integers_are_keyed_and_times_stay_plain() {
+        use polars_arrow::array::{Array as _, PrimitiveArray};
+        use polars_parquet::write::Encoding;
+        let dictionary = [Encoding::RleDictionary];
+        // offsets over a wide span, repeated, with nulls: keyed in first-occurrence order
+        let offsets = PrimitiveArray::<i64>::from_iter(
+            (0..1000).map(|i| (i % 4 != 1).then_some([9_000_000, -5, 70_000][i % 3])),
+        );
+        let (keyed, values) =
+            dictionary_of::<PrimitiveArray<i64>>(integer_dictionary(&offsets, &dictionary));
+        assert_eq!(values.values().as_slice(), [9_000_000, 70_000, -5]);
+        assert_eq!(keyed.null_count(), offsets.null_count());
+        assert!(keyed.keys().is_null(1));
+        assert_eq!(keyed.keys().value(2), 1);
+        assert_eq!(keyed.keys().value(3), 0);
+        assert_eq!(keyed.keys().value(4), 2);
+        // distinct times: plain; a narrow span, a short column, another encoding: Polars
+        let times = PrimitiveArray::<i64>::from_vec((0..1000).map(|i| i * 1_000_003).collect());
+        assert!(matches!(
+            integer_dictionary(&times, &dictionary),
+            Some(Chosen::Plain)
+        ));
+        let narrow = PrimitiveArray::<i64>::from_vec((0..1000).map(|i| i % 7).collect());
+        assert!(integer_dictionary(&narrow, &dictionary).is_none());
+        assert!(integer_dictionary(&offsets.clone().sliced(0, 100), &dictionary).is_none());
+        assert!(integer_dictionary(&offsets, &[Encoding::Plain]).is_none());
     }
 
     #[test]

@@ -245,9 +245,7 @@ impl FileLayout {
                 let slice = array.sliced(offset, len);
                 let validity = slice.validity().cloned();
                 let asked = &self.encodings[i];
-                let chosen = text_dictionary(slice.as_ref(), asked)
-                    .or_else(|| integer_dictionary(slice.as_ref(), asked))
-                    .or_else(|| decimal_dictionary(slice.as_ref(), asked, &self.types[i]));
+                let chosen = choose(slice.as_ref(), asked, &self.types[i]);
                 let (slice, encodings, options) = match chosen {
                     Some(Chosen::Dictionary(keyed)) => {
                         (keyed, &[Encoding::RleDictionary][..], options)
@@ -379,6 +377,40 @@ fn first_occurrence_keys<K: std::hash::Hash + Eq>(
     (!mostly_distinct(keys_of.len(), len)).then_some(keys)
 }
 
+/// How a row group of a column asked for as a dictionary (`asked`: Polars' choice for its
+/// type) is written, where [`text_dictionary`], [`integer_dictionary`] or
+/// [`decimal_dictionary`] knows; `None` for another encoding or a column none of them
+/// takes: then Polars decides.
+fn choose(
+    array: &dyn polars_arrow::array::Array,
+    asked: &[polars_parquet::write::Encoding],
+    parquet: &polars_parquet::write::ParquetType,
+) -> Option<Chosen> {
+    if asked != [polars_parquet::write::Encoding::RleDictionary] {
+        return None;
+    }
+    text_dictionary(array)
+        .or_else(|| integer_dictionary(array))
+        .or_else(|| decimal_dictionary(array, parquet))
+}
+
+/// The dictionary of `keys` ([`first_occurrence_keys`]) into `values`, null where
+/// `validity` says.
+fn keyed(
+    keys: Vec<u32>,
+    validity: Option<&polars_arrow::bitmap::Bitmap>,
+    values: Box<dyn polars_arrow::array::Array>,
+) -> Option<Chosen> {
+    use polars_arrow::array::{DictionaryArray, PrimitiveArray};
+    use polars_arrow::datatypes::{ArrowDataType, IntegerType};
+    let keys = PrimitiveArray::new(ArrowDataType::UInt32, keys.into(), validity.cloned());
+    let dtype =
+        ArrowDataType::Dictionary(IntegerType::UInt32, Box::new(values.dtype().clone()), false);
+    DictionaryArray::try_new(dtype, keys, values)
+        .ok()
+        .map(|d| Chosen::Dictionary(d.boxed()))
+}
+
 /// What Polars' writer would do with a row group of a text column asked for as a dictionary
 /// (`encodings`), done faster when every value is at most 12 bytes long (each held whole in
 /// its 16-byte view, so two views are equal exactly when their texts are): the distinct
@@ -391,18 +423,9 @@ fn first_occurrence_keys<K: std::hash::Hash + Eq>(
 /// values is made like Polars' (plain when more than 3/4 of the values are distinct), but
 /// counted exactly, and first on the first [`DICTIONARY_SAMPLE`] rows: a column of ids is
 /// known by them without a table of all its values. `None` when the fast way does not
-/// apply (another type or encoding, or a longer value): then Polars decides.
-fn text_dictionary(
-    array: &dyn polars_arrow::array::Array,
-    encodings: &[polars_parquet::write::Encoding],
-) -> Option<Chosen> {
-    use polars_arrow::array::{
-        Array, DictionaryArray, MutableBinaryViewArray, PrimitiveArray, Utf8ViewArray,
-    };
-    use polars_arrow::datatypes::{ArrowDataType, IntegerType};
-    if encodings != [polars_parquet::write::Encoding::RleDictionary] {
-        return None;
-    }
+/// apply (another type, or a longer value): then Polars decides.
+fn text_dictionary(array: &dyn polars_arrow::array::Array) -> Option<Chosen> {
+    use polars_arrow::array::{Array, MutableBinaryViewArray, Utf8ViewArray};
     let text = array.as_any().downcast_ref::<Utf8ViewArray>()?;
     let views = text.views();
     if text.len() <= 128 || views.iter().any(|v| !v.is_inline()) {
@@ -418,13 +441,8 @@ fn text_dictionary(
     ) else {
         return Some(Chosen::Plain);
     };
-    let keys = PrimitiveArray::new(ArrowDataType::UInt32, keys.into(), validity.cloned());
     let values: Utf8ViewArray = values.into();
-    let dtype =
-        ArrowDataType::Dictionary(IntegerType::UInt32, Box::new(text.dtype().clone()), false);
-    DictionaryArray::try_new(dtype, keys, values.boxed())
-        .ok()
-        .map(|d| Chosen::Dictionary(d.boxed()))
+    keyed(keys, validity, values.boxed())
 }
 
 /// What Polars' writer would do with a row group of a 64-bit integer column (integers,
@@ -436,15 +454,8 @@ fn text_dictionary(
 /// keys them (the same bytes), and columns of distinct values (event times) are known as
 /// such from the first [`DICTIONARY_SAMPLE`] rows. `None` for any other column: then
 /// Polars decides.
-fn integer_dictionary(
-    array: &dyn polars_arrow::array::Array,
-    encodings: &[polars_parquet::write::Encoding],
-) -> Option<Chosen> {
-    use polars_arrow::array::{DictionaryArray, PrimitiveArray};
-    use polars_arrow::datatypes::{ArrowDataType, IntegerType};
-    if encodings != [polars_parquet::write::Encoding::RleDictionary] {
-        return None;
-    }
+fn integer_dictionary(array: &dyn polars_arrow::array::Array) -> Option<Chosen> {
+    use polars_arrow::array::PrimitiveArray;
     let integers = array.as_any().downcast_ref::<PrimitiveArray<i64>>()?;
     let validity = integers.validity();
     let valid = |i: usize| validity.is_none_or(|v| v.get_bit(i));
@@ -469,16 +480,8 @@ fn integer_dictionary(
     ) else {
         return Some(Chosen::Plain);
     };
-    let keys = PrimitiveArray::new(ArrowDataType::UInt32, keys.into(), validity.cloned());
     let distinct = PrimitiveArray::new(integers.dtype().clone(), distinct.into(), None);
-    let dtype = ArrowDataType::Dictionary(
-        IntegerType::UInt32,
-        Box::new(integers.dtype().clone()),
-        false,
-    );
-    DictionaryArray::try_new(dtype, keys, distinct.boxed())
-        .ok()
-        .map(|d| Chosen::Dictionary(d.boxed()))
+    keyed(keys, validity, distinct.boxed())
 }
 
 /// A row group of a decimal column of more than 18 digits (`Decimal(38, 8)`: money, prices,
@@ -497,15 +500,11 @@ fn integer_dictionary(
 /// encoding: then Polars decides.
 fn decimal_dictionary(
     array: &dyn polars_arrow::array::Array,
-    encodings: &[polars_parquet::write::Encoding],
     parquet: &polars_parquet::write::ParquetType,
 ) -> Option<Chosen> {
-    use polars_arrow::array::{DictionaryArray, FixedSizeBinaryArray, PrimitiveArray};
-    use polars_arrow::datatypes::{ArrowDataType, IntegerType};
+    use polars_arrow::array::{FixedSizeBinaryArray, PrimitiveArray};
+    use polars_arrow::datatypes::ArrowDataType;
     use polars_parquet::parquet::schema::types::PhysicalType;
-    if encodings != [polars_parquet::write::Encoding::RleDictionary] {
-        return None;
-    }
     let ArrowDataType::Decimal(precision, _) = array.dtype() else {
         return None;
     };
@@ -537,17 +536,9 @@ fn decimal_dictionary(
     ) else {
         return Some(Chosen::Plain);
     };
-    let keys = PrimitiveArray::new(ArrowDataType::UInt32, keys.into(), validity.cloned());
     let distinct =
         FixedSizeBinaryArray::new(ArrowDataType::FixedSizeBinary(size), bytes.into(), None);
-    let dtype = ArrowDataType::Dictionary(
-        IntegerType::UInt32,
-        Box::new(ArrowDataType::FixedSizeBinary(size)),
-        false,
-    );
-    DictionaryArray::try_new(dtype, keys, distinct.boxed())
-        .ok()
-        .map(|d| Chosen::Dictionary(d.boxed()))
+    keyed(keys, validity, distinct.boxed())
 }
 
 /// A data page of a dictionary-encoded column chunk of one value a row, with its own
@@ -876,6 +867,13 @@ mod tests {
         );
     }
 
+    /// The Parquet type of a nullable column of `array`'s type.
+    fn parquet_type(array: &dyn polars_arrow::array::Array) -> polars_parquet::write::ParquetType {
+        let field =
+            polars_arrow::datatypes::Field::new("column".into(), array.dtype().clone(), true);
+        polars_parquet::write::to_parquet_type(&field).unwrap()
+    }
+
     /// The dictionary `chosen` holds (it must hold one) and its values, as `V`.
     fn dictionary_of<V: polars_arrow::array::Array + Clone>(
         chosen: Option<Chosen>,
@@ -907,7 +905,7 @@ mod tests {
                 .map(|i| (i % 9 != 0).then(|| ["XLON", "XPAR", "XETR"][i % 3].to_string()))
                 .collect(),
         );
-        let (keyed, values) = dictionary_of::<Utf8ViewArray>(text_dictionary(&venues, &dictionary));
+        let (keyed, values) = dictionary_of::<Utf8ViewArray>(text_dictionary(&venues));
         assert_eq!(
             values.values_iter().collect::<Vec<_>>(),
             ["XPAR", "XETR", "XLON"]
@@ -918,19 +916,20 @@ mod tests {
         assert_eq!(keyed.keys().value(3), 2);
         // ids, distinct in the first rows: plain, no dictionary built
         let ids = text((0..1000).map(|i| Some(format!("E{i:07}"))).collect());
-        assert!(matches!(
-            text_dictionary(&ids, &dictionary),
-            Some(Chosen::Plain)
-        ));
+        assert!(matches!(text_dictionary(&ids), Some(Chosen::Plain)));
         // a value longer than a view holds, a short column, another encoding: Polars decides
         let long = text(
             (0..1000)
                 .map(|i| Some(format!("a-desk-name-of-{}", i % 3)))
                 .collect(),
         );
-        assert!(text_dictionary(&long, &dictionary).is_none());
-        assert!(text_dictionary(&venues.clone().sliced(0, 100), &dictionary).is_none());
-        assert!(text_dictionary(&venues, &[Encoding::Plain]).is_none());
+        assert!(text_dictionary(&long).is_none());
+        assert!(text_dictionary(&venues.clone().sliced(0, 100)).is_none());
+        assert!(matches!(
+            choose(&venues, &dictionary, &parquet_type(&venues)),
+            Some(Chosen::Dictionary(_))
+        ));
+        assert!(choose(&venues, &[Encoding::Plain], &parquet_type(&venues)).is_none());
     }
 
     #[test]
@@ -942,8 +941,7 @@ mod tests {
         let offsets = PrimitiveArray::<i64>::from_iter(
             (0..1000).map(|i| (i % 4 != 1).then_some([9_000_000, -5, 70_000][i % 3])),
         );
-        let (keyed, values) =
-            dictionary_of::<PrimitiveArray<i64>>(integer_dictionary(&offsets, &dictionary));
+        let (keyed, values) = dictionary_of::<PrimitiveArray<i64>>(integer_dictionary(&offsets));
         assert_eq!(values.values().as_slice(), [9_000_000, 70_000, -5]);
         assert_eq!(keyed.null_count(), offsets.null_count());
         assert!(keyed.keys().is_null(1));
@@ -952,14 +950,15 @@ mod tests {
         assert_eq!(keyed.keys().value(4), 2);
         // distinct times: plain; a narrow span, a short column, another encoding: Polars
         let times = PrimitiveArray::<i64>::from_vec((0..1000).map(|i| i * 1_000_003).collect());
-        assert!(matches!(
-            integer_dictionary(&times, &dictionary),
-            Some(Chosen::Plain)
-        ));
+        assert!(matches!(integer_dictionary(&times), Some(Chosen::Plain)));
         let narrow = PrimitiveArray::<i64>::from_vec((0..1000).map(|i| i % 7).collect());
-        assert!(integer_dictionary(&narrow, &dictionary).is_none());
-        assert!(integer_dictionary(&offsets.clone().sliced(0, 100), &dictionary).is_none());
-        assert!(integer_dictionary(&offsets, &[Encoding::Plain]).is_none());
+        assert!(integer_dictionary(&narrow).is_none());
+        assert!(integer_dictionary(&offsets.clone().sliced(0, 100)).is_none());
+        assert!(matches!(
+            choose(&offsets, &dictionary, &parquet_type(&offsets)),
+            Some(Chosen::Dictionary(_))
+        ));
+        assert!(choose(&offsets, &[Encoding::Plain], &parquet_type(&offsets)).is_none());
     }
 
     #[test]

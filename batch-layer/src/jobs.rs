@@ -15,10 +15,10 @@ use lakehouse_lake::events::Side;
 use lakehouse_lake::positions::Position;
 use lakehouse_lake::{BusinessDate, Decimal, EventTime};
 use polars::prelude::{
-    AllowedOptimizations, DataFrame, DataType, Expr, Int128Chunked, IntoColumn, IntoLazy,
-    IntoSeries, JoinArgs, JoinType, LazyFrame, NamedFrom, PolarsError, PolarsResult, Schema,
-    SchemaRef, Series, SortMultipleOptions, UnionArgs, UniqueKeepStrategy, col, concat, len, lit,
-    when,
+    AllowedOptimizations, ChunkedArray, DataFrame, DataType, Expr, Int128Chunked, IntoColumn,
+    IntoLazy, IntoSeries, JoinArgs, JoinType, LazyFrame, NamedFrom, PolarsError, PolarsResult,
+    Schema, SchemaRef, Series, SortMultipleOptions, StringChunked, UnionArgs, UniqueKeepStrategy,
+    col, concat, len, lit, when,
 };
 
 /// Polars' type of the lake's decimals.
@@ -862,11 +862,6 @@ fn opts() -> AllowedOptimizations {
     o
 }
 
-fn decimals(df: &DataFrame, name: &str) -> PolarsResult<Vec<Option<i128>>> {
-    let s = df.column(name)?.as_materialized_series();
-    Ok(s.decimal()?.physical().iter().collect())
-}
-
 fn texts<'a>(df: &'a DataFrame, name: &str) -> PolarsResult<Vec<Option<&'a str>>> {
     let s = df.column(name)?.as_materialized_series();
     Ok(s.str()?.iter().collect())
@@ -991,16 +986,8 @@ fn bars_of(df: &DataFrame) -> PolarsResult<DataFrame> {
     use polars::prelude::{PlHashMap, StaticArray};
     use rayon::prelude::*;
     // read in place (a vector of 10M optional 128-bit values is 320 MB to fault in)
-    let symbol = df.column("symbol")?.str()?.rechunk();
-    let decimal = |name: &str| -> PolarsResult<Int128Chunked> {
-        Ok(df
-            .column(name)?
-            .decimal()?
-            .physical()
-            .rechunk()
-            .into_owned())
-    };
-    let (price, volume) = (decimal("price")?, decimal("volume")?);
+    let symbol = text_column(df, "symbol")?;
+    let (price, volume) = (decimal_column(df, "price")?, decimal_column(df, "volume")?);
     let n = df.height();
     if n == 0 {
         return bars_frame(df, &[], Vec::new());
@@ -1109,30 +1096,17 @@ pub fn positions(
     bars: LazyFrame,
     w: &Window,
 ) -> LazyFrame {
-    let carried = previous.clone().select([
-        lit(true).alias("_carried"),
-        col("account"),
-        col("symbol"),
-        lit(polars::prelude::NULL)
-            .cast(DataType::String)
-            .alias("side"),
-        null_dec().alias("price"),
-        null_dec().alias("quantity"),
-        col("net_quantity"),
-        col("avg_cost"),
-        col("realized_pnl"),
-    ]);
-    let fills = l2_executions.select([
-        lit(false).alias("_carried"),
-        col("account"),
-        col("symbol"),
-        col("side"),
-        col("price"),
-        col("quantity"),
-        null_dec().alias("net_quantity"),
-        null_dec().alias("avg_cost"),
-        null_dec().alias("realized_pnl"),
-    ]);
+    let carried = previous.clone().select(
+        [
+            "account",
+            "symbol",
+            "net_quantity",
+            "avg_cost",
+            "realized_pnl",
+        ]
+        .map(col),
+    );
+    let fills = l2_executions.select(["account", "symbol", "side", "price", "quantity"].map(col));
     let schema: SchemaRef = Arc::new(Schema::from_iter([
         ("account".into(), DataType::String),
         ("symbol".into(), DataType::String),
@@ -1140,16 +1114,13 @@ pub fn positions(
         ("avg_cost".into(), DEC),
         ("realized_pnl".into(), DEC),
     ]));
-    let out_schema = schema.clone();
-    // a union keeps its inputs' order: the carried rows, then the fills in rank order
-    let book = concat([carried, fills], UnionArgs::default())
-        .unwrap_or_else(failed)
-        .map(
-            move |df| apply_fills(&df),
-            opts(),
-            Some(Arc::new(move |_: &Schema| Ok(out_schema.clone()))),
-            Some("average cost"),
-        );
+    // the carried rows seed the book, the fills (in rank order) move it
+    let book = fills.map(
+        move |fills| apply_fills(&carried.clone().collect()?, &fills),
+        opts(),
+        Some(Arc::new(move |_: &Schema| Ok(schema.clone()))),
+        Some("average cost"),
+    );
     let closes = bars.select([col("symbol"), col("close").alias("_close")]);
     let previous_closes = previous
         .select([col("symbol"), col("close_price").alias("_prev_close")])
@@ -1181,63 +1152,134 @@ pub fn positions(
     ])
 }
 
-/// The sequential step of [`positions`]: the carried rows seed the book, the fills (in rank
-/// order) move it. One row per (account, symbol) comes out, in no particular order (the plan
-/// sorts them).
+/// Texts numbered in the order they first occur.
+#[derive(Default)]
+struct Interned<'a> {
+    number: polars::prelude::PlHashMap<&'a str, u32>,
+    texts: Vec<&'a str>,
+}
+
+impl<'a> Interned<'a> {
+    fn number(&mut self, text: &'a str) -> u32 {
+        let next = self.texts.len() as u32;
+        let texts = &mut self.texts;
+        *self.number.entry(text).or_insert_with(|| {
+            texts.push(text);
+            next
+        })
+    }
+}
+
+/// The keys of [`apply_fills`]' book: the numbers of an account and a symbol, in one word (a
+/// missing one is the empty text, as the book always keyed it).
+#[derive(Default)]
+struct BookKeys<'a> {
+    accounts: Interned<'a>,
+    symbols: Interned<'a>,
+}
+
+impl<'a> BookKeys<'a> {
+    fn key(&mut self, account: Option<&'a str>, symbol: Option<&'a str>) -> u64 {
+        (u64::from(self.accounts.number(account.unwrap_or_default())) << 32)
+            | u64::from(self.symbols.number(symbol.unwrap_or_default()))
+    }
+
+    fn texts(&self, key: u64) -> (&'a str, &'a str) {
+        (
+            self.accounts.texts[(key >> 32) as usize],
+            self.symbols.texts[(key & 0xffff_ffff) as usize],
+        )
+    }
+}
+
+/// Row `i` of a column read in place ([`one_chunk`]).
+fn text_at(a: Option<&polars_arrow::array::Utf8ViewArray>, i: usize) -> Option<&str> {
+    a.and_then(|a| a.get(i))
+}
+
+/// Row `i` of a decimal column's 128-bit integers read in place ([`one_chunk`]).
+fn decimal_at(a: Option<&polars_arrow::array::PrimitiveArray<i128>>, i: usize) -> Option<i128> {
+    use polars::prelude::StaticArray;
+    a.and_then(|a| a.get(i))
+}
+
+/// A text column as one chunk ([`one_chunk`]).
+fn text_column(df: &DataFrame, name: &str) -> PolarsResult<StringChunked> {
+    Ok(df.column(name)?.str()?.rechunk().into_owned())
+}
+
+/// A decimal column's 128-bit integers as one chunk ([`one_chunk`]).
+fn decimal_column(df: &DataFrame, name: &str) -> PolarsResult<Int128Chunked> {
+    Ok(df
+        .column(name)?
+        .decimal()?
+        .physical()
+        .rechunk()
+        .into_owned())
+}
+
+/// The one array of a rechunked column, read in place (a vector of 2M optional 128-bit
+/// values is 64 MB to fault in); none for a column without chunks.
+fn one_chunk<T: polars::prelude::PolarsDataType>(ca: &ChunkedArray<T>) -> Option<&T::Array> {
+    ca.downcast_iter().next()
+}
+
+/// The sequential step of [`positions`]: the `carried` rows (account, symbol and the three
+/// amounts) seed the book, the `fills` (account, symbol, side, price and quantity, in rank
+/// order) move it. One row per (account, symbol) comes out, in no particular order (the
+/// plan sorts them).
 ///
-/// Each (account, symbol) only ever reads its own rows, so the rows are split by a hash of
-/// the two into [`FILL_SHARDS`] shards, each applied in row order on its own (on every core):
-/// the fills cost a hash-table lookup and a 128-bit division each, 1.4 s for 2M fills on one
-/// core.
-fn apply_fills(df: &DataFrame) -> PolarsResult<DataFrame> {
+/// Each account and symbol is numbered once and the book is keyed by the two numbers:
+/// hashing and comparing the texts at every fill was most of the step. Each key only ever
+/// reads its own rows, so the book is split by a hash of the key into [`FILL_SHARDS`]
+/// shards, each applied in row order on its own (on every core).
+fn apply_fills(carried: &DataFrame, fills: &DataFrame) -> PolarsResult<DataFrame> {
     use polars::prelude::PlHashMap;
     use rayon::prelude::*;
-    let carried: Vec<Option<bool>> = df
-        .column("_carried")?
-        .as_materialized_series()
-        .bool()?
-        .iter()
-        .collect();
-    let (account, symbol, side) = (
-        texts(df, "account")?,
-        texts(df, "symbol")?,
-        texts(df, "side")?,
+    let (text, decimal) = (text_column, decimal_column);
+    let c = (
+        text(carried, "account")?,
+        text(carried, "symbol")?,
+        decimal(carried, "net_quantity")?,
+        decimal(carried, "avg_cost")?,
+        decimal(carried, "realized_pnl")?,
     );
-    let (price, quantity) = (decimals(df, "price")?, decimals(df, "quantity")?);
-    let (net, avg, realized) = (
-        decimals(df, "net_quantity")?,
-        decimals(df, "avg_cost")?,
-        decimals(df, "realized_pnl")?,
+    let f = (
+        text(fills, "account")?,
+        text(fills, "symbol")?,
+        text(fills, "side")?,
+        decimal(fills, "price")?,
+        decimal(fills, "quantity")?,
     );
-    let key = |i: usize| {
-        (
-            account[i].unwrap_or_default(),
-            symbol[i].unwrap_or_default(),
-        )
-    };
-    let shards: Vec<u8> = (0..df.height())
-        .into_par_iter()
-        .map(|i| fill_shard(key(i)))
-        .collect();
     let d = |v: Option<i128>| Decimal::from_raw(v.unwrap_or(0));
-    let apply_shard = |shard: u8| -> PolarsResult<PlHashMap<(&str, &str), Position>> {
-        let mut book: PlHashMap<(&str, &str), Position> = PlHashMap::default();
-        for (i, c) in carried.iter().enumerate() {
-            if shards[i] != shard {
+    let mut keys = BookKeys::default();
+    let (account, symbol) = (one_chunk(&c.0), one_chunk(&c.1));
+    let (net, avg, realized) = (one_chunk(&c.2), one_chunk(&c.3), one_chunk(&c.4));
+    let seeds: Vec<(u64, Position)> = (0..carried.height())
+        .map(|i| {
+            let position = Position {
+                net_quantity: d(decimal_at(net, i)),
+                avg_cost: d(decimal_at(avg, i)),
+                realized_pnl: d(decimal_at(realized, i)),
+            };
+            (keys.key(text_at(account, i), text_at(symbol, i)), position)
+        })
+        .collect();
+    let (account, symbol, side) = (one_chunk(&f.0), one_chunk(&f.1), one_chunk(&f.2));
+    let (price, quantity) = (one_chunk(&f.3), one_chunk(&f.4));
+    let fill_keys: Vec<u64> = (0..fills.height())
+        .map(|i| keys.key(text_at(account, i), text_at(symbol, i)))
+        .collect();
+    let apply_shard = |shard: u8| -> PolarsResult<PlHashMap<u64, Position>> {
+        let mut book: PlHashMap<u64, Position> = PlHashMap::default();
+        for &(key, position) in seeds.iter().filter(|(k, _)| fill_shard(*k) == shard) {
+            book.insert(key, position);
+        }
+        for (i, &key) in fill_keys.iter().enumerate() {
+            if fill_shard(key) != shard {
                 continue;
             }
-            if *c == Some(true) {
-                book.insert(
-                    key(i),
-                    Position {
-                        net_quantity: d(net[i]),
-                        avg_cost: d(avg[i]),
-                        realized_pnl: d(realized[i]),
-                    },
-                );
-                continue;
-            }
-            let side = match side[i] {
+            let side = match text_at(side, i) {
                 Some("BUY") => Side::Buy,
                 Some("SELL") => Side::Sell,
                 other => {
@@ -1246,9 +1288,9 @@ fn apply_fills(df: &DataFrame) -> PolarsResult<DataFrame> {
                     ));
                 }
             };
-            book.entry(key(i))
+            book.entry(key)
                 .or_default()
-                .apply(side, d(price[i]), d(quantity[i]))
+                .apply(side, d(decimal_at(price, i)), d(decimal_at(quantity, i)))
                 .map_err(lake_err)?;
         }
         Ok(book)
@@ -1264,7 +1306,8 @@ fn apply_fills(df: &DataFrame) -> PolarsResult<DataFrame> {
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
-    for ((a, s), p) in books.into_iter().flatten() {
+    for (key, p) in books.into_iter().flatten() {
+        let (a, s) = keys.texts(key);
         cols.0.push(a);
         cols.1.push(s);
         vals.0.push(Some(p.net_quantity.raw()));
@@ -1285,17 +1328,13 @@ fn apply_fills(df: &DataFrame) -> PolarsResult<DataFrame> {
 
 /// How many parts [`apply_fills`] splits the book into: a few per core, so that an uneven
 /// split still keeps the cores busy; a constant, so the split is the same on any machine.
-const FILL_SHARDS: u8 = 8;
+const FILL_SHARDS: u8 = 1 << FILL_SHARD_BITS;
+const FILL_SHARD_BITS: u32 = 3;
 
-/// The shard of [`apply_fills`] an (account, symbol) belongs to: FNV-1a of the two (a
-/// separator between), the same in every run.
-fn fill_shard((account, symbol): (&str, &str)) -> u8 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in account.bytes().chain([0xff]).chain(symbol.bytes()) {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    (hash % u64::from(FILL_SHARDS)) as u8
+/// The shard of [`apply_fills`] a book key belongs to: the top bits of a multiplicative hash
+/// of the key, the same in every run.
+fn fill_shard(key: u64) -> u8 {
+    (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - FILL_SHARD_BITS)) as u8
 }
 
 fn decimal_map_frame(key: &str, map: &BTreeMap<String, Decimal>, value: &str) -> LazyFrame {

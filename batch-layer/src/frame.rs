@@ -149,10 +149,12 @@ pub fn to_parquet(
 ///
 /// The file is what Polars' own writer makes of the whole frame (zstd pages of level
 /// [`ZSTD_LEVEL`], column statistics, row groups of [`ROW_GROUP_ROWS`] rows cut as Polars
-/// cuts a one-chunk frame), except where that is slow or wrong: short repeated text, wide
-/// 64-bit integers and repeated decimals are keyed by dictionaries built here
-/// ([`text_dictionary`], [`integer_dictionary`], [`decimal_dictionary`]), a dictionary-encoded chunk's pages each get their own null count
-/// ([`with_null_count`]) and decimals below 0 go in one page per chunk. The bytes depend only
+/// cuts a one-chunk frame), except where that is slow, large or wrong: short repeated text,
+/// wide 64-bit integers and repeated decimals are keyed by dictionaries built here
+/// ([`text_dictionary`], [`integer_dictionary`], [`decimal_dictionary`]), 64-bit integers
+/// in order (times, offsets) are written as their differences ([`Chosen::Deltas`]), a
+/// dictionary-encoded chunk's pages each get their own null count ([`with_null_count`]) and
+/// decimals below 0 go in one page per chunk. The bytes depend only
 /// on the rows and their order, whatever the thread count.
 pub fn to_parquet_by_column(
     rows: usize,
@@ -251,6 +253,7 @@ impl FileLayout {
                         (keyed, &[Encoding::RleDictionary][..], options)
                     }
                     Some(Chosen::Plain) => (slice, &[Encoding::Plain][..], options),
+                    Some(Chosen::Deltas) => (slice, &[Encoding::DeltaBinaryPacked][..], options),
                     Some(Chosen::PlainOnePage) => {
                         let whole = WriteOptions {
                             data_page_size: Some(usize::MAX),
@@ -322,6 +325,9 @@ enum Chosen {
     Dictionary(Box<dyn polars_arrow::array::Array>),
     /// Its values one after the other: most of them are distinct.
     Plain,
+    /// The differences of its values, bit-packed (Parquet's `DELTA_BINARY_PACKED`): times and
+    /// offsets in rank order.
+    Deltas,
     /// Its values one after the other in a single data page: decimals with some below 0,
     /// whose statistics Polars' file writer would get wrong over several pages (it merges
     /// the pages' minimums and maximums by their bytes, and -1 is 0xff..ff).
@@ -452,8 +458,10 @@ fn text_dictionary(array: &dyn polars_arrow::array::Array) -> Option<Chosen> {
 /// its dictionary through a generic hash table of values: Kafka offsets and the like. Here
 /// the values are keyed by a plain table of `i64`, in the order they first occur, as Polars
 /// keys them (the same bytes), and columns of distinct values (event times) are known as
-/// such from the first [`DICTIONARY_SAMPLE`] rows. `None` for any other column: then
-/// Polars decides.
+/// such from the first [`DICTIONARY_SAMPLE`] rows. Values whose differences are small (times
+/// and offsets in rank order: [`DELTA_MAX_BITS`]) are written as differences instead
+/// ([`Chosen::Deltas`]): smaller than either, without a table, and little left for zstd.
+/// `None` for any other column: then Polars decides.
 fn integer_dictionary(array: &dyn polars_arrow::array::Array) -> Option<Chosen> {
     use polars_arrow::array::PrimitiveArray;
     let integers = array.as_any().downcast_ref::<PrimitiveArray<i64>>()?;
@@ -471,6 +479,9 @@ fn integer_dictionary(array: &dyn polars_arrow::array::Array) -> Option<Chosen> 
     if integers.len() <= 128 || hi.checked_sub(lo).is_none_or(|span| span <= 65_535) {
         return None;
     }
+    if delta_bits(integers.iter().flatten().copied()) <= DELTA_MAX_BITS * integers.len() {
+        return Some(Chosen::Deltas);
+    }
     let mut distinct = Vec::new();
     let Some(keys) = first_occurrence_keys(
         values.len(),
@@ -482,6 +493,37 @@ fn integer_dictionary(array: &dyn polars_arrow::array::Array) -> Option<Chosen> 
     };
     let distinct = PrimitiveArray::new(integers.dtype().clone(), distinct.into(), None);
     keyed(keys, validity, distinct.boxed())
+}
+
+/// The bits a row of [`Chosen::Deltas`] may take on average at most: a quarter of its plain
+/// 64. Times and offsets in rank order take a few to 20 (the tape's event times in the
+/// benchmark 0, its offsets 3); plain, zstd made 30 of the times and a dictionary 19 of the
+/// offsets, with most of zstd's work and a hash of every value.
+const DELTA_MAX_BITS: usize = 16;
+
+/// The bits `values` take in `DELTA_BINARY_PACKED` as Polars writes it: blocks of 256
+/// differences, each block at the width of its largest difference less its smallest.
+fn delta_bits(values: impl Iterator<Item = i64>) -> usize {
+    const BLOCK: usize = 256;
+    let mut values = values.peekable();
+    let Some(&first) = values.peek() else {
+        return 0;
+    };
+    let (mut previous, mut bits) = (first, 64);
+    let (mut lo, mut hi, mut n) = (i64::MAX, i64::MIN, 0);
+    for v in values.skip(1) {
+        let delta = v.wrapping_sub(previous);
+        previous = v;
+        (lo, hi, n) = (lo.min(delta), hi.max(delta), n + 1);
+        if n == BLOCK {
+            bits += BLOCK * (64 - hi.abs_diff(lo).leading_zeros() as usize);
+            (lo, hi, n) = (i64::MAX, i64::MIN, 0);
+        }
+    }
+    if n > 0 {
+        bits += BLOCK * (64 - hi.abs_diff(lo).leading_zeros() as usize);
+    }
+    bits
 }
 
 /// A row group of a decimal column of more than 18 digits (`Decimal(38, 8)`: money, prices,
@@ -801,11 +843,15 @@ mod tests {
                         .unwrap()
                         .into_series()
                         .into_column(),
-                    Series::new("ts".into(), (0..rows as i64).collect::<Vec<_>>()).into_column(),
+                    // distinct and out of order (times in order are written as their
+                    // differences: `integers_in_order_are_written_as_their_differences`)
+                    Series::new("ts".into(), scrambled(rows, 1_000_003)).into_column(),
                     Series::new(
                         "n".into(),
-                        (0..rows as i64)
-                            .map(|i| (i % 5 != 0).then_some(i))
+                        scrambled(rows, 13)
+                            .into_iter()
+                            .enumerate()
+                            .map(|(i, v)| (i % 5 != 0).then_some(v))
                             .collect::<Vec<_>>(),
                     )
                     .into_column(),
@@ -864,6 +910,127 @@ mod tests {
                 (0, ROW_GROUP_ROWS + 6_172),
                 (ROW_GROUP_ROWS + 6_172, ROW_GROUP_ROWS + 6_173)
             ]
+        );
+    }
+
+    /// `rows` distinct multiples of `step`, out of order.
+    fn scrambled(rows: usize, step: i64) -> Vec<i64> {
+        (0..rows as i64)
+            .map(|i| i * 7919 % rows.max(1) as i64 * step)
+            .collect()
+    }
+
+    /// Times and offsets in rank order (with nulls) are written as their differences, read
+    /// back as they were by Polars and arrow-rs, with each row group's minimum, maximum and
+    /// null count; times out of order and a narrow span are not.
+    #[test]
+    fn integers_in_order_are_written_as_their_differences() {
+        use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        use deltalake::parquet::basic::Encoding as ParquetEncoding;
+        use deltalake::parquet::file::statistics::Statistics;
+        use polars::prelude::{IntoColumn, NamedFrom, ParquetReader, SerReader, Series};
+        let rows = 2 * ROW_GROUP_ROWS + 12_345;
+        let schema: SchemaRef = Arc::new(Schema::new(vec![
+            Field::new("business_date", DataType::Date32, false),
+            Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                true,
+            ),
+            Field::new("offset", DataType::Int64, false),
+            Field::new("shuffled", DataType::Int64, false),
+            Field::new("narrow", DataType::Int64, false),
+        ]));
+        // about 2.3 ms apart with jitter, some missing; four partitions' offsets interleaved
+        let ts: Vec<Option<i64>> = (0..rows as i64)
+            .map(|i| (i % 11 != 4).then_some(1_767_623_400_000_000 + i * 2_340 + i * 31 % 97))
+            .collect();
+        let offsets: Vec<i64> = (0..rows as i64)
+            .map(|i| 5_000_000 + i / 4 + i % 4 * 3)
+            .collect();
+        let df = DataFrame::new(
+            rows,
+            vec![
+                Series::new("ts".into(), ts.clone()).into_column(),
+                Series::new("offset".into(), offsets.clone()).into_column(),
+                Series::new("shuffled".into(), scrambled(rows, 1_000_003)).into_column(),
+                Series::new(
+                    "narrow".into(),
+                    (0..rows as i64).map(|i| i % 9).collect::<Vec<_>>(),
+                )
+                .into_column(),
+            ],
+        )
+        .unwrap();
+        let file = to_parquet(df, &schema, "business_date").unwrap();
+        let back =
+            ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(file.clone())).unwrap();
+        let groups = back.metadata().row_groups().to_vec();
+        assert_eq!(groups.len(), 2);
+        let mut start = 0;
+        for g in &groups {
+            let encodings = |c: usize| g.column(c).encodings().collect::<Vec<_>>();
+            assert!(encodings(0).contains(&ParquetEncoding::DELTA_BINARY_PACKED));
+            assert!(encodings(1).contains(&ParquetEncoding::DELTA_BINARY_PACKED));
+            assert!(!encodings(2).contains(&ParquetEncoding::DELTA_BINARY_PACKED));
+            assert!(!encodings(3).contains(&ParquetEncoding::DELTA_BINARY_PACKED));
+            let n = g.num_rows() as usize;
+            let mine = ts[start..start + n].iter().flatten();
+            let Some(Statistics::Int64(times)) = g.column(0).statistics() else {
+                panic!("no statistics of the times");
+            };
+            assert_eq!(times.min_opt(), mine.clone().min());
+            assert_eq!(times.max_opt(), mine.clone().max());
+            assert_eq!(
+                times.null_count_opt(),
+                Some(ts[start..start + n].iter().filter(|t| t.is_none()).count() as u64)
+            );
+            let Some(Statistics::Int64(offs)) = g.column(1).statistics() else {
+                panic!("no statistics of the offsets");
+            };
+            assert_eq!(offs.min_opt(), offsets[start..start + n].iter().min());
+            assert_eq!(offs.max_opt(), offsets[start..start + n].iter().max());
+            start += n;
+        }
+        let mut read_ts = Vec::new();
+        let mut read_offsets = Vec::new();
+        for batch in back.build().unwrap() {
+            let batch = batch.unwrap();
+            let t = cast(batch.column(0), &DataType::Int64).unwrap();
+            read_ts.extend(
+                t.as_primitive::<deltalake::arrow::datatypes::Int64Type>()
+                    .iter(),
+            );
+            read_offsets.extend(
+                batch
+                    .column(1)
+                    .as_primitive::<deltalake::arrow::datatypes::Int64Type>()
+                    .values()
+                    .iter()
+                    .copied(),
+            );
+        }
+        assert_eq!(read_ts, ts);
+        assert_eq!(read_offsets, offsets);
+        let polars = ParquetReader::new(std::io::Cursor::new(file))
+            .finish()
+            .unwrap();
+        let polars_ts = polars
+            .column("ts")
+            .unwrap()
+            .cast(&polars::prelude::DataType::Int64);
+        let polars_ts: Vec<Option<i64>> = polars_ts.unwrap().i64().unwrap().iter().collect();
+        assert_eq!(polars_ts, ts);
+        let polars_offsets: Vec<Option<i64>> = polars
+            .column("offset")
+            .unwrap()
+            .i64()
+            .unwrap()
+            .iter()
+            .collect();
+        assert_eq!(
+            polars_offsets,
+            offsets.into_iter().map(Some).collect::<Vec<_>>()
         );
     }
 
@@ -933,7 +1100,7 @@ mod tests {
     }
 
     #[test]
-    fn wide_repeated_integers_are_keyed_and_times_stay_plain() {
+    fn wide_repeated_integers_are_keyed_and_distinct_ones_are_not() {
         use polars_arrow::array::{Array as _, PrimitiveArray};
         use polars_parquet::write::Encoding;
         let dictionary = [Encoding::RleDictionary];
@@ -948,9 +1115,15 @@ mod tests {
         assert_eq!(keyed.keys().value(2), 1);
         assert_eq!(keyed.keys().value(3), 0);
         assert_eq!(keyed.keys().value(4), 2);
-        // distinct times: plain; a narrow span, a short column, another encoding: Polars
-        let times = PrimitiveArray::<i64>::from_vec((0..1000).map(|i| i * 1_000_003).collect());
+        // distinct times: plain, or their differences when in order; a narrow span, a short
+        // column, another encoding: Polars
+        let times = PrimitiveArray::<i64>::from_vec(scrambled(1000, 1_000_003));
         assert!(matches!(integer_dictionary(&times), Some(Chosen::Plain)));
+        let in_order = PrimitiveArray::<i64>::from_vec((0..1000).map(|i| i * 1_000_003).collect());
+        assert!(matches!(
+            integer_dictionary(&in_order),
+            Some(Chosen::Deltas)
+        ));
         let narrow = PrimitiveArray::<i64>::from_vec((0..1000).map(|i| i % 7).collect());
         assert!(integer_dictionary(&narrow).is_none());
         assert!(integer_dictionary(&offsets.clone().sliced(0, 100)).is_none());

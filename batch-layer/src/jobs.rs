@@ -1467,7 +1467,13 @@ pub fn large_trades(l2_executions: LazyFrame, p: &JobParams) -> LazyFrame {
             .otherwise(col("_threshold")),
         None => col("_threshold"),
     };
-    left_join(l2_executions, thresholds, &["asset_class"])
+    // no execution below the lowest threshold is large: those are left out before the join
+    // (all 2M but a few, in the benchmark)
+    let candidates = match p.large_trade_thresholds.values().min() {
+        Some(lowest) => l2_executions.filter(col("notional").gt_eq(dec_lit(*lowest))),
+        None => l2_executions,
+    };
+    left_join(candidates, thresholds, &["asset_class"])
         .filter(col("notional").gt_eq(threshold).fill_null(lit(false)))
         .sort(["exec_id"], sorted())
         .select(

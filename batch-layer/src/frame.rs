@@ -154,8 +154,8 @@ pub fn to_parquet(
 /// ([`text_dictionary`], [`integer_dictionary`], [`decimal_dictionary`]), 64-bit integers
 /// in order (times, offsets) are written as their differences ([`Chosen::Deltas`]), a
 /// dictionary-encoded chunk's pages each get their own null count ([`with_null_count`]) and
-/// decimals below 0 go in one page per chunk. The bytes depend only
-/// on the rows and their order, whatever the thread count.
+/// decimals below 0 go in one page per chunk. The bytes depend only on the rows and their
+/// order, whatever the thread count.
 pub fn to_parquet_by_column(
     rows: usize,
     schema: &SchemaRef,
@@ -319,7 +319,7 @@ impl FileLayout {
     }
 }
 
-/// How [`text_dictionary`] or [`decimal_dictionary`] has a column's row group written.
+/// How [`choose`] has a column's row group written.
 enum Chosen {
     /// Keys into its distinct values, in the order they first occur (Polars' dictionary).
     Dictionary(Box<dyn polars_arrow::array::Array>),
@@ -503,15 +503,15 @@ const DELTA_MAX_BITS: usize = 16;
 
 /// The bits `values` take in `DELTA_BINARY_PACKED` as Polars writes it: blocks of 256
 /// differences, each block at the width of its largest difference less its smallest.
-fn delta_bits(values: impl Iterator<Item = i64>) -> usize {
+fn delta_bits(mut values: impl Iterator<Item = i64>) -> usize {
     const BLOCK: usize = 256;
-    let mut values = values.peekable();
-    let Some(&first) = values.peek() else {
+    let Some(mut previous) = values.next() else {
         return 0;
     };
-    let (mut previous, mut bits) = (first, 64);
+    // the first value is written whole
+    let mut bits = 64;
     let (mut lo, mut hi, mut n) = (i64::MAX, i64::MIN, 0);
-    for v in values.skip(1) {
+    for v in values {
         let delta = v.wrapping_sub(previous);
         previous = v;
         (lo, hi, n) = (lo.min(delta), hi.max(delta), n + 1);

@@ -992,11 +992,8 @@ fn bars_of(df: &DataFrame) -> PolarsResult<DataFrame> {
     if n == 0 {
         return bars_frame(df, &[], Vec::new());
     }
-    let (symbol, price, volume) = match (
-        symbol.downcast_iter().next(),
-        price.downcast_iter().next(),
-        volume.downcast_iter().next(),
-    ) {
+    let (symbol, price, volume) = match (one_chunk(&symbol), one_chunk(&price), one_chunk(&volume))
+    {
         (Some(s), Some(p), Some(v)) => (s, p, v),
         _ => return Err(PolarsError::ComputeError("daily bars: no prints".into())),
     };
@@ -1236,20 +1233,19 @@ fn one_chunk<T: polars::prelude::PolarsDataType>(ca: &ChunkedArray<T>) -> Option
 fn apply_fills(carried: &DataFrame, fills: &DataFrame) -> PolarsResult<DataFrame> {
     use polars::prelude::PlHashMap;
     use rayon::prelude::*;
-    let (text, decimal) = (text_column, decimal_column);
     let c = (
-        text(carried, "account")?,
-        text(carried, "symbol")?,
-        decimal(carried, "net_quantity")?,
-        decimal(carried, "avg_cost")?,
-        decimal(carried, "realized_pnl")?,
+        text_column(carried, "account")?,
+        text_column(carried, "symbol")?,
+        decimal_column(carried, "net_quantity")?,
+        decimal_column(carried, "avg_cost")?,
+        decimal_column(carried, "realized_pnl")?,
     );
     let f = (
-        text(fills, "account")?,
-        text(fills, "symbol")?,
-        text(fills, "side")?,
-        decimal(fills, "price")?,
-        decimal(fills, "quantity")?,
+        text_column(fills, "account")?,
+        text_column(fills, "symbol")?,
+        text_column(fills, "side")?,
+        decimal_column(fills, "price")?,
+        decimal_column(fills, "quantity")?,
     );
     let d = |v: Option<i128>| Decimal::from_raw(v.unwrap_or(0));
     let mut keys = BookKeys::default();
@@ -1912,8 +1908,8 @@ mod tests {
 
     #[test]
     fn daily_bars_over_several_ranges_equal_a_group_by_of_the_prints() {
-        use super::{BAR_RANGE, daily_bars, sorted};
-        use polars::prelude::{Int128Chunked, IntoSeries, col, len};
+        use super::{BAR_RANGE, daily_bars, decimal_series, sorted};
+        use polars::prelude::{col, len};
         // three ranges and a part: symbols first seen in a later range, nulls in each
         // column (null symbols a bar of their own, as in a group-by)
         let n = 3 * BAR_RANGE + 777;
@@ -1924,15 +1920,7 @@ mod tests {
                 k => Some(format!("S{}", k % 13)),
             })
             .collect();
-        let decimal = |name: &str, values: Vec<Option<i128>>| {
-            values
-                .into_iter()
-                .collect::<Int128Chunked>()
-                .with_name(name.into())
-                .into_decimal(38, 8)
-                .unwrap()
-                .into_series()
-        };
+        let decimal = |name: &str, values| decimal_series(name, values).unwrap();
         let price = (0..n)
             .map(|i| (i % 97 != 5).then_some((i as i128 * 7_919 % 100_000) * 1_000_000 - 3))
             .collect();

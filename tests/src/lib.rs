@@ -66,12 +66,22 @@ pub fn python_bin() -> Result<PathBuf> {
     tool(cache_dir().join("venv/bin/python"), "python venv")
 }
 
-/// A free TCP port on 127.0.0.1.
+/// A free TCP port on 127.0.0.1, never one this process was given before: the port is
+/// released when this returns, so the kernel may hand it out again, and a test that asked
+/// for three ports once got the same one twice (its metrics and gRPC listeners collided).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port on loopback")
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("no free port on loopback");
+        if given.insert(port) {
+            return port;
+        }
+    }
 }
 
 /// A child process that is killed and reaped when dropped.

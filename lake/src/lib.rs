@@ -34,6 +34,7 @@
 pub mod catalog;
 pub mod decimal;
 pub mod decode;
+mod direct;
 pub mod error;
 pub mod events;
 pub mod kafka;

@@ -359,15 +359,33 @@ impl Table {
             uuid::Uuid::new_v4()
         );
         let size = parquet.len() as i64;
-        self.inner
-            .log_store()
-            .object_store(None)
-            .put(
-                &object_store::path::Path::from(path.as_str()),
-                parquet.into(),
-            )
-            .await
-            .map_err(|e| self.err(e.into()))?;
+        let url = self.inner.table_url();
+        if url.scheme() == "file"
+            && let Ok(root) = url.to_file_path()
+        {
+            // a local lake: written around the page cache (`direct`)
+            let file = root.join(&path);
+            let written =
+                tokio::task::spawn_blocking(move || crate::direct::write_new_file(&file, &parquet))
+                    .await
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            written.map_err(|e| {
+                Error::Store(object_store::Error::Generic {
+                    store: "LocalFileSystem",
+                    source: format!("writing {path} under {url}: {e}").into(),
+                })
+            })?;
+        } else {
+            self.inner
+                .log_store()
+                .object_store(None)
+                .put(
+                    &object_store::path::Path::from(path.as_str()),
+                    parquet.into(),
+                )
+                .await
+                .map_err(|e| self.err(e.into()))?;
+        }
         Ok(StoredFile { path, size, rows })
     }
 

@@ -378,17 +378,10 @@ impl Runner {
             .flat_map(|i: &Input| i.partitions.iter().cloned())
             .collect();
         let computed = tokio::task::spawn_blocking(move || -> Result<_, RunError> {
-            compute(
-                l1,
-                &refs,
-                previous.lazy(),
-                &w,
-                &params,
-                &mut |name, output| {
-                    // the receiver only goes when the run has failed already
-                    let _ = done_tx.send((name, output));
-                },
-            )
+            compute(l1, &refs, previous.lazy(), &w, &params, &|name, output| {
+                // the receiver only goes when the run has failed already
+                let _ = done_tx.send((name, output));
+            })
         });
         let meta: std::collections::HashMap<String, Value> = [
             ("lakehouse.batch.run_id".to_string(), json!(run_id)),
@@ -615,15 +608,25 @@ fn timed(
     Ok(df)
 }
 
+/// Where a job's output goes: handed to the writer as soon as it is computed.
+type Emit<'a> = &'a (dyn Fn(&'static str, Output) + Sync);
+
 /// The job chain over one date's inputs: each of the [`OUTPUTS`] is handed to `emit` once,
 /// as soon as it is computed (an output later jobs read is shared with them, not copied).
+///
+/// The tape's jobs ([`tape_jobs`]) and the order and execution events' ([`event_jobs`]) share
+/// no input, so they run at once, each on a thread of its own: either chain alone keeps only
+/// about 1.5 of 2 cores busy (single-threaded steps between Polars' parallel ones, the outputs
+/// encoded beside them). The jobs that read both (positions, reconciliation) and the rest run
+/// once both are done. Running them at once costs memory: both chains' inputs are held
+/// together (README, Performance).
 fn compute(
     mut l1: BTreeMap<&str, Input>,
     refs: &BTreeMap<&str, polars::prelude::LazyFrame>,
     previous: polars::prelude::LazyFrame,
     w: &Window,
     p: &JobParams,
-    emit: &mut dyn FnMut(&'static str, Output),
+    emit: Emit<'_>,
 ) -> Result<(), RunError> {
     // reconciliation counts the L1 rows of the date: an input in memory keeps only the
     // columns it reads (sharing their buffers), the rest is freed once its job has run; a
@@ -647,11 +650,96 @@ fn compute(
     let l1_executions = recon(names::EXECUTIONS, &["ts"])?;
     let l1_orders = recon(names::ORDERS, &["ts"])?;
     let mut take = |name: &str| l1.remove(name).map(|i| i.rows).unwrap_or_default();
+    let tape = take(names::MARKET_TRADES);
+    let (orders, executions) = (take(names::ORDERS), take(names::EXECUTIONS));
+    let (tape, events) = std::thread::scope(|scope| {
+        let tape = std::thread::Builder::new()
+            .name("lakehouse-tape-jobs".into())
+            .spawn_scoped(scope, || tape_jobs(tape, w, p, emit));
+        let events = event_jobs(orders, executions, refs, w, emit);
+        (tape.map(|t| t.join()), events)
+    });
+    let tape = match tape {
+        Ok(Ok(done)) => done?,
+        Ok(Err(_)) => return Err(RunError::Task("the tape's jobs panicked".into())),
+        Err(e) => {
+            return Err(RunError::Task(format!(
+                "no thread for the tape's jobs: {e}"
+            )));
+        }
+    };
+    let events = events?;
+    let done = |name, df| emit(name, Output::Frame(df));
     let r = |name: &str| refs[name].clone();
-    // L2 market trades, the largest output (a print per row), is written as it is gathered,
-    // a column at a time: only the columns the daily bars and reconciliation read are kept
+    let l2_execs = events.l2_executions;
+    let positions = timed("positions", || {
+        jobs::positions(
+            previous.clone(),
+            l2_execs.clone().lazy(),
+            tape.bars.clone().lazy(),
+            w,
+        )
+    })?;
+    done(names::POSITIONS, positions.clone());
+    let exposure = timed("exposure", || {
+        jobs::desk_exposure(
+            positions.clone().lazy(),
+            r(names::REF_INSTRUMENTS),
+            r(names::REF_ACCOUNTS),
+            r(names::REF_FX_RATES),
+            w,
+            p,
+        )
+    })?;
+    done(names::DESK_EXPOSURE, exposure);
+    let large = timed("large", || jobs::large_trades(l2_execs.clone().lazy(), p))?;
+    done(names::LARGE_TRADES, large);
+    let report = timed("report", || {
+        jobs::transaction_report(l2_execs.clone().lazy())
+    })?;
+    done(names::TRANSACTION_REPORT, report);
+    let recon = timed("recon", || {
+        jobs::reconciliation(
+            &jobs::ReconInputs {
+                l1_trades: tape.l1_tally,
+                l1_executions,
+                executions: events.executions.lazy(),
+                l1_orders,
+                l2_trades: tape.l2_volume.lazy(),
+                l2_executions: l2_execs.clone().lazy(),
+                l2_orders: events.l2_order_ids.lazy(),
+                bars: tape.bars.clone().lazy(),
+                positions: positions.clone().lazy(),
+                previous_positions: previous.clone(),
+            },
+            w,
+        )
+    })?;
+    done(names::RECONCILIATION, recon);
+    Ok(())
+}
+
+/// What the tape's jobs leave for the jobs after them.
+struct TapeDone {
+    /// The date's L1 prints counted ([`jobs::L1Tally::frame`]).
+    l1_tally: polars::prelude::LazyFrame,
+    /// `l3/daily_bars`.
+    bars: DataFrame,
+    /// The volume of each L2 print.
+    l2_volume: DataFrame,
+}
+
+/// L2 market trades and the daily bars. L2 market trades, the largest output (a print per
+/// row), is written as it is gathered, a column at a time: only the columns the daily bars
+/// and reconciliation read are kept.
+fn tape_jobs(
+    tape: polars::prelude::LazyFrame,
+    w: &Window,
+    p: &JobParams,
+    emit: Emit<'_>,
+) -> Result<TapeDone, RunError> {
     let t = Instant::now();
-    let (mut firsts, tally) = jobs::l2_market_trades_firsts(take(names::MARKET_TRADES), w, p)?;
+    let (mut firsts, tally) = jobs::l2_market_trades_firsts(tape, w, p)?;
     let trades = firsts.len();
     let mut kept = Vec::new();
     let parquet = frame::to_parquet_by_column(
@@ -681,35 +769,57 @@ fn compute(
             rows: trades,
         },
     );
-    let mut done = |name, df| emit(name, Output::Frame(df));
-    let l1_trades = tally.frame()?.lazy();
     let l2_trades = DataFrame::new(trades, kept)?;
     let bars = timed("bars", || {
         jobs::daily_bars(l2_trades.clone().lazy().with_column(w.date_lit()))
     })?;
-    done(names::DAILY_BARS, bars.clone());
-    // reconciliation sums the L2 prints' volume
-    let l2_trades_volume = l2_trades.select(["volume"])?;
-    drop(l2_trades);
+    emit(names::DAILY_BARS, Output::Frame(bars.clone()));
+    Ok(TapeDone {
+        l1_tally: tally.frame()?.lazy(),
+        bars,
+        // reconciliation sums the L2 prints' volume
+        l2_volume: l2_trades.select(["volume"])?,
+    })
+}
+
+/// What the order and execution events' jobs leave for the jobs after them.
+struct EventsDone {
+    /// The date's distinct execution events ([`jobs::distinct_executions`]).
+    executions: DataFrame,
+    /// The order id of each L2 order.
+    l2_order_ids: DataFrame,
+    /// `l2/executions`.
+    l2_executions: DataFrame,
+}
+
+/// The distinct order events, L2 orders, the distinct execution events, the order statistics
+/// and L2 executions.
+fn event_jobs(
+    orders: polars::prelude::LazyFrame,
+    executions: polars::prelude::LazyFrame,
+    refs: &BTreeMap<&str, polars::prelude::LazyFrame>,
+    w: &Window,
+    emit: Emit<'_>,
+) -> Result<EventsDone, RunError> {
+    let done = |name, df| emit(name, Output::Frame(df));
+    let r = |name: &str| refs[name].clone();
     // the date's distinct events, shared by the jobs that read them: the orders' first, so
     // that all but the two columns order statistics read are freed before the executions
     // are read (the run's peak memory was the order jobs' beside the distinct executions)
-    let orders = timed("distinct orders", || {
-        jobs::distinct_orders(take(names::ORDERS), w)
-    })?;
+    let orders = timed("distinct orders", || jobs::distinct_orders(orders, w))?;
     let l2_orders = timed("l2_orders", || jobs::l2_orders(orders.clone().lazy(), w))?;
     let order_actions = orders.select(["trader", "action"])?;
     drop(orders);
-    let l2_orders_count = l2_orders.select(["order_id"])?;
+    let l2_order_ids = l2_orders.select(["order_id"])?;
     done(names::L2_ORDERS, l2_orders);
     let executions = timed("distinct executions", || {
-        jobs::distinct_executions(take(names::EXECUTIONS), w)
+        jobs::distinct_executions(executions, w)
     })?;
     let stats = timed("stats", || {
         jobs::order_stats(order_actions.lazy(), executions.clone().lazy(), w)
     })?;
     done(names::ORDER_STATS, stats);
-    let l2_execs = timed("l2_execs", || {
+    let l2_executions = timed("l2_execs", || {
         jobs::l2_executions(
             executions.clone().lazy(),
             r(names::REF_INSTRUMENTS),
@@ -719,52 +829,12 @@ fn compute(
         )
     })?;
     // written while the jobs that read it run (the writer shares its buffers, no copy)
-    done(names::L2_EXECUTIONS, l2_execs.clone());
-    let positions = timed("positions", || {
-        jobs::positions(
-            previous.clone(),
-            l2_execs.clone().lazy(),
-            bars.clone().lazy(),
-            w,
-        )
-    })?;
-    done(names::POSITIONS, positions.clone());
-    let exposure = timed("exposure", || {
-        jobs::desk_exposure(
-            positions.clone().lazy(),
-            r(names::REF_INSTRUMENTS),
-            r(names::REF_ACCOUNTS),
-            r(names::REF_FX_RATES),
-            w,
-            p,
-        )
-    })?;
-    done(names::DESK_EXPOSURE, exposure);
-    let large = timed("large", || jobs::large_trades(l2_execs.clone().lazy(), p))?;
-    done(names::LARGE_TRADES, large);
-    let report = timed("report", || {
-        jobs::transaction_report(l2_execs.clone().lazy())
-    })?;
-    done(names::TRANSACTION_REPORT, report);
-    let recon = timed("recon", || {
-        jobs::reconciliation(
-            &jobs::ReconInputs {
-                l1_trades,
-                l1_executions,
-                executions: executions.lazy(),
-                l1_orders,
-                l2_trades: l2_trades_volume.lazy(),
-                l2_executions: l2_execs.clone().lazy(),
-                l2_orders: l2_orders_count.lazy(),
-                bars: bars.clone().lazy(),
-                positions: positions.clone().lazy(),
-                previous_positions: previous.clone(),
-            },
-            w,
-        )
-    })?;
-    done(names::RECONCILIATION, recon);
-    Ok(())
+    done(names::L2_EXECUTIONS, l2_executions.clone());
+    Ok(EventsDone {
+        executions,
+        l2_order_ids,
+        l2_executions,
+    })
 }
 
 /// An L1 input of a run: the date's rows, as a scan of a local lake's files (each job reads

@@ -360,11 +360,18 @@ impl Table {
         );
         let size = parquet.len() as i64;
         let url = self.inner.table_url();
+        // a local lake's file, named as object_store's local store names it
+        let local = || {
+            let root = url.to_file_path().ok()?;
+            object_store::local::LocalFileSystem::new_with_prefix(root)
+                .ok()?
+                .path_to_filesystem(&object_store::path::Path::from(path.as_str()))
+                .ok()
+        };
         if url.scheme() == "file"
-            && let Ok(root) = url.to_file_path()
+            && let Some(file) = local()
         {
-            // a local lake: written around the page cache (`direct`)
-            let file = root.join(&path);
+            // written around the page cache (`direct`)
             let written =
                 tokio::task::spawn_blocking(move || crate::direct::write_new_file(&file, &parquet))
                     .await

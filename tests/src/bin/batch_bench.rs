@@ -23,7 +23,7 @@
 //! A benchmark, not a test: figures vary with the machine. Needs `scripts/setup.sh` (venv).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 use lakehouse_lake::catalog::names;
@@ -440,9 +440,11 @@ fn main() -> Result<()> {
     let pip = python.with_file_name("pip");
     if !Command::new(&python)
         .args(["-c", "import duckdb"])
+        .stderr(Stdio::null())
         .status()?
         .success()
     {
+        eprintln!("installing duckdb (PyPI) into the venv, once ...");
         let ok = Command::new(&pip)
             .args(["install", "-q", "duckdb"])
             .status()?

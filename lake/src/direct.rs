@@ -164,6 +164,22 @@ mod tests {
                 .map(|e| e.unwrap().file_name())
                 .collect();
             assert_eq!(names, [path.file_name().unwrap()]);
+            // the same bytes through the aligned writes alone, without the ordinary write a
+            // refusal falls back to (which would hide a misaligned block)
+            let direct = path.with_extension("direct");
+            std::fs::write(&direct, b"").unwrap();
+            match open_direct(&direct) {
+                Ok(mut file) => {
+                    write_aligned(&mut file, bytes)
+                        .unwrap_or_else(|e| panic!("start {start}, length {len}: {e}"));
+                    assert_eq!(std::fs::read(&direct).unwrap(), bytes, "start {start}");
+                }
+                // a file system without O_DIRECT (tmpfs): only the fallback is tried here
+                Err(e) if e.kind() == ErrorKind::InvalidInput => {
+                    eprintln!("no O_DIRECT under {}: {e}", dir.path().display())
+                }
+                Err(e) => panic!("{e}"),
+            }
         }
     }
 
